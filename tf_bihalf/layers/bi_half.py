@@ -1,0 +1,132 @@
+"""The Bi-half layer (Li & van Gemert, AAAI 2021, eq. 8-9)."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from tf_bihalf.layers.base import HashLayer
+
+
+def bihalf_codes(u: tf.Tensor, num_rows: tf.Tensor | None = None) -> tf.Tensor:
+    """Per column of ``u`` (M, K): the ``floor(M/2)`` largest values -> +1, the rest -> -1.
+
+    Ties are broken by row order (the earlier row ranks higher), which makes the result
+    deterministic; ``M = 1`` gives all -1, odd ``M`` one more -1 than +1. ``num_rows``
+    overrides M when ``u`` carries padding rows (of -inf, which rank last).
+    """
+    m = tf.shape(u)[0] if num_rows is None else num_rows
+    order = tf.argsort(u, axis=0, direction="DESCENDING", stable=True)
+    ranks = tf.argsort(order, axis=0, stable=True)  # inverse permutation, per column
+    one = tf.ones_like(u)
+    return tf.where(ranks < m // 2, one, -one)
+
+
+def _global_rows(u: tf.Tensor, context: tf.distribute.ReplicaContext):
+    """Gather ``u`` over all replicas, padded to the largest local batch.
+
+    Returns the gathered (R * max_m, K) tensor, this replica's offset into it, and the
+    global number of real rows. Padding rows hold -inf and rank below every real row.
+    """
+    local_m = tf.shape(u)[0]
+    max_m = context.all_reduce(tf.distribute.ReduceOp.MAX, local_m)
+    total_m = context.all_reduce(tf.distribute.ReduceOp.SUM, local_m)
+    pad = tf.fill([max_m - local_m, tf.shape(u)[1]], tf.constant(-float("inf"), u.dtype))
+    gathered = context.all_gather(tf.concat([u, pad], axis=0), axis=0)
+    offset = tf.cast(context.replica_id_in_sync_group, tf.int32) * max_m
+    return gathered, offset, total_m
+
+
+@keras.saving.register_keras_serializable(package="tf_bihalf")
+class BiHalf(HashLayer):
+    """Bi-half hash layer: half of the batch is +1 and half is -1 in every bit.
+
+    Training forward (paper eq. 8): for each column (bit) of the continuous features
+    ``U`` (M x K), rank the M values over the batch; the top ``floor(M/2)`` become +1 and the
+    rest -1 (odd M: one extra -1; M = 1: all -1). Backward (eq. 9):
+    ``dL/dU = dL/dB + gamma / (M*K) * (U - B)``, M the actual batch size. The gamma term
+    acts on the gradient only; it never appears in a logged loss.
+
+    At inference (``training=False``, and in every exported model) the codes are
+    ``sign(U)`` with ``sign(0) = +1``. The batch ranking is never used there: a single
+    query ranked over a batch of one would come out all -1.
+
+    Under a ``tf.distribute`` strategy with several replicas and ``cross_replica=True`` the
+    ranking runs over the global batch (U is gathered across replicas; each replica keeps its
+    own rows and gradient, with M the global batch size), so 2 replicas x 16 rows give the
+    codes and gradients of 1 replica x 32 rows. ``cross_replica=False`` ranks per replica.
+
+    Args:
+        gamma: numerator of the gradient's pull of U towards B; divided by ``M*K``. The
+            reference code uses 6 for image and video hashing and 1 for the MNIST
+            autoencoder; the paper writes ``3 / (N*K)``.
+        cross_replica: rank over the global batch under a multi-replica strategy.
+        **kwargs: passed to ``keras.layers.Layer``.
+
+    Call arguments:
+        inputs: float tensor of shape ``(batch, bits)`` (float16/bfloat16/float32/float64).
+        training: bool; bi-half ranking when true, ``sign`` otherwise.
+
+    Returns:
+        float32 tensor of ±1, shape ``(batch, bits)``.
+
+    Example:
+
+    >>> layer = BiHalf(gamma=6.0)
+    >>> u = tf.constant([[0.3, -2.0], [0.1, -1.0], [-0.5, 4.0], [0.2, 0.0]])
+    >>> layer(u, training=True).numpy()
+    array([[ 1., -1.],
+           [-1., -1.],
+           [-1.,  1.],
+           [ 1.,  1.]], dtype=float32)
+    >>> layer(u, training=False).numpy()
+    array([[ 1., -1.],
+           [ 1., -1.],
+           [-1.,  1.],
+           [ 1.,  1.]], dtype=float32)
+
+    Reference:
+        Li & van Gemert, "Deep Unsupervised Image Hashing by Maximizing Bit Entropy",
+        AAAI 2021.
+    """
+
+    def __init__(self, gamma: float = 6.0, cross_replica: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        gamma = float(gamma)
+        if gamma < 0:
+            raise ValueError(f"gamma must be non-negative; got {gamma}.")
+        self.gamma = gamma
+        self.cross_replica = bool(cross_replica)
+
+    def train_codes(self, u: tf.Tensor) -> tf.Tensor:
+        context = tf.distribute.get_replica_context()
+        distributed = (
+            self.cross_replica
+            and context is not None
+            and context.num_replicas_in_sync > 1
+        )
+        gamma = self.gamma
+
+        @tf.custom_gradient
+        def _bihalf(x):
+            if distributed:
+                gathered, offset, total_m = _global_rows(x, context)
+                codes = bihalf_codes(gathered, total_m)
+                codes = codes[offset : offset + tf.shape(x)[0]]
+            else:
+                total_m = tf.shape(x)[0]
+                codes = bihalf_codes(x)
+
+            def grad(upstream):
+                size = tf.cast(total_m * tf.shape(x)[1], x.dtype)
+                return upstream + (gamma / tf.maximum(size, 1.0)) * (x - codes)
+
+            return codes, grad
+
+        return _bihalf(u)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"gamma": self.gamma, "cross_replica": self.cross_replica})
+        return config
+

@@ -1,0 +1,80 @@
+"""Median shift baseline (paper section 4.2): sign(U + t), t the per-bit batch median."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from tf_bihalf.layers.base import HashLayer, sign_codes, straight_through
+
+
+def column_median(u: tf.Tensor) -> tf.Tensor:
+    """Per-column median of ``u`` (M, K); the mean of the two middle values for even M."""
+    m = tf.shape(u)[0]
+    ordered = tf.sort(u, axis=0)
+    low = tf.gather(ordered, (m - 1) // 2, axis=0)
+    high = tf.gather(ordered, m // 2, axis=0)
+    return (low + high) / 2.0
+
+
+@keras.saving.register_keras_serializable(package="tf_bihalf")
+class MedianShift(HashLayer):
+    """Median-shifted sign: ``B = sign(U - median_batch(U))`` per bit in training.
+
+    The batch median is tracked with an exponential moving average
+    (``moving = momentum * moving + (1 - momentum) * median``) and used at inference:
+    ``sign(U - moving_median)``. The gradient is straight-through. Not in the public
+    reference code; follows the paper's description (section 4.2, Fig. 4b).
+
+    Args:
+        momentum: EMA momentum in [0, 1).
+        **kwargs: passed to ``keras.layers.Layer``.
+
+    Call arguments:
+        inputs: float tensor ``(batch, bits)``.
+        training: bool.
+
+    Returns:
+        float32 ±1 tensor ``(batch, bits)``.
+
+    Example:
+
+    >>> layer = MedianShift(momentum=0.0)
+    >>> layer(tf.constant([[1.0], [2.0], [3.0], [4.0]]), training=True).numpy().ravel()
+    array([-1., -1.,  1.,  1.], dtype=float32)
+    >>> layer(tf.constant([[2.4]]), training=False).numpy().ravel()  # moving median 2.5
+    array([-1.], dtype=float32)
+    """
+
+    def __init__(self, momentum: float = 0.99, **kwargs):
+        super().__init__(**kwargs)
+        self.momentum = float(momentum)
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1); got {self.momentum}.")
+
+    def build(self, input_shape):
+        self._validate(input_shape)
+        self.moving_median = self.add_weight(
+            name="moving_median",
+            shape=(input_shape[-1],),
+            initializer="zeros",
+            dtype="float32",
+            trainable=False,
+            aggregation="mean",
+        )
+        super().build(input_shape)
+
+    def train_codes(self, u: tf.Tensor) -> tf.Tensor:
+        median = column_median(u)
+        self.moving_median.assign(
+            self.momentum * self.moving_median + (1.0 - self.momentum) * median
+        )
+        return straight_through(u, sign_codes(u - median))
+
+    def inference_codes(self, u: tf.Tensor) -> tf.Tensor:
+        return sign_codes(u - tf.convert_to_tensor(self.moving_median))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"momentum": self.momentum})
+        return config
