@@ -40,7 +40,9 @@ class HashLayer(keras.layers.Layer):
                 "features to (batch, bits) first."
             )
         if shape[-1] is not None and shape[-1] < 1:
-            raise ValueError(f"{type(self).__name__} needs at least one bit; got shape {tuple(shape)}.")
+            raise ValueError(
+                f"{type(self).__name__} needs at least one bit; got shape {tuple(shape)}."
+            )
 
     def build(self, input_shape):
         self._validate(input_shape)

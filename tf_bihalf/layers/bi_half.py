@@ -29,8 +29,9 @@ def _global_rows(u: tf.Tensor, context: tf.distribute.ReplicaContext):
     global number of real rows. Padding rows hold -inf and rank below every real row.
     """
     local_m = tf.shape(u)[0]
-    max_m = context.all_reduce(tf.distribute.ReduceOp.MAX, local_m)
-    total_m = context.all_reduce(tf.distribute.ReduceOp.SUM, local_m)
+    sizes = context.all_gather(tf.reshape(local_m, [1]), axis=0)
+    max_m = tf.reduce_max(sizes)
+    total_m = tf.reduce_sum(sizes)
     pad = tf.fill([max_m - local_m, tf.shape(u)[1]], tf.constant(-float("inf"), u.dtype))
     gathered = context.all_gather(tf.concat([u, pad], axis=0), axis=0)
     offset = tf.cast(context.replica_id_in_sync_group, tf.int32) * max_m
@@ -101,9 +102,7 @@ class BiHalf(HashLayer):
     def train_codes(self, u: tf.Tensor) -> tf.Tensor:
         context = tf.distribute.get_replica_context()
         distributed = (
-            self.cross_replica
-            and context is not None
-            and context.num_replicas_in_sync > 1
+            self.cross_replica and context is not None and context.num_replicas_in_sync > 1
         )
         gamma = self.gamma
 
@@ -129,4 +128,3 @@ class BiHalf(HashLayer):
         config = super().get_config()
         config.update({"gamma": self.gamma, "cross_replica": self.cross_replica})
         return config
-

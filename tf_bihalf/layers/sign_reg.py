@@ -40,7 +40,9 @@ class SignReg(Sign):
         Li & van Gemert, AAAI 2021, Fig. 3(d) ("Sign + Reg").
     """
 
-    def __init__(self, alpha: float = 1.0, gamma: float = 0.0, cubic_penalty: float = 0.0, **kwargs):
+    def __init__(
+        self, alpha: float = 1.0, gamma: float = 0.0, cubic_penalty: float = 0.0, **kwargs
+    ):
         super().__init__(gamma=gamma, cubic_penalty=cubic_penalty, **kwargs)
         self.alpha = float(alpha)
         if self.alpha < 0:
