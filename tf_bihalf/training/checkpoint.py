@@ -1,0 +1,141 @@
+"""Epoch checkpoints: everything needed to resume a run exactly where it stopped.
+
+A checkpoint holds, after epoch ``e`` (1-based count of completed epochs):
+
+- every model variable (``model.variables``: weights, non-trainable state such as
+  ``MedianShift.moving_median`` or ``Tanh.step``, and the ``SeedGenerator`` states of dropout
+  layers, i.e. their RNG),
+- every optimizer variable (step counter, so also the learning-rate schedule, moments, momentum
+  buffers, and the learning-rate variable that ``ReduceLROnPlateau`` changes),
+- the epoch count.
+
+Files are ``RUN/checkpoints/epoch-0003.npz``, written atomically (temporary file + rename), the
+last ``keep`` retained, so a kill during a write never leaves a broken latest checkpoint. Data
+order is not state here: trainers derive each epoch's shuffle from ``(seed, epoch)``
+(``tf_bihalf.training.pipelines``), so a resumed run sees the same batches as an uninterrupted
+one.
+
+Example:
+
+>>> checkpoint = TrainingCheckpoint("/tmp/run/checkpoints", model, optimizer)  # doctest: +SKIP
+>>> initial_epoch = checkpoint.restore()         # 0 when there is nothing to resume
+>>> model.fit(..., initial_epoch=initial_epoch,
+...           callbacks=[checkpoint.callback()])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+
+import keras
+import numpy as np
+from absl import logging
+
+_PATTERN = re.compile(r"^epoch-(\d+)\.npz$")
+
+
+class TrainingCheckpoint:
+    """Saves and restores model + optimizer state per epoch (see the module docstring).
+
+    Args:
+        directory: where checkpoints live (created when needed).
+        model: a built ``keras.Model``.
+        optimizer: the model's optimizer (built on restore if needed).
+        keep: how many of the newest checkpoints to keep (>= 1).
+    """
+
+    def __init__(
+        self,
+        directory: str,
+        model: keras.Model,
+        optimizer: keras.optimizers.Optimizer,
+        keep: int = 2,
+    ):
+        if int(keep) < 1:
+            raise ValueError(f"keep must be >= 1; got {keep!r}.")
+        self.directory = str(directory)
+        self.model = model
+        self.optimizer = optimizer
+        self.keep = int(keep)
+
+    def _variables(self) -> list:
+        if not self.optimizer.built:
+            self.optimizer.build(self.model.trainable_variables)
+        return list(self.model.variables) + list(self.optimizer.variables)
+
+    def epochs_available(self) -> list[int]:
+        """Completed-epoch counts of the checkpoints on disk, ascending."""
+        if not os.path.isdir(self.directory):
+            return []
+        found = [_PATTERN.match(name) for name in os.listdir(self.directory)]
+        return sorted(int(match.group(1)) for match in found if match)
+
+    def path(self, epoch: int) -> str:
+        return os.path.join(self.directory, f"epoch-{int(epoch):04d}.npz")
+
+    def save(self, epoch: int) -> str:
+        """Writes the checkpoint for ``epoch`` completed epochs and prunes old ones."""
+        os.makedirs(self.directory, exist_ok=True)
+        variables = self._variables()
+        arrays = {f"v{index}": keras.ops.convert_to_numpy(v) for index, v in enumerate(variables)}
+        arrays["paths"] = np.array([v.path for v in variables])
+        arrays["epoch"] = np.array(int(epoch))
+        handle, temporary = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as file:
+                np.savez(file, **arrays)
+            os.replace(temporary, self.path(epoch))
+        except BaseException:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+            raise
+        for old in self.epochs_available()[: -self.keep]:
+            os.remove(self.path(old))
+        return self.path(epoch)
+
+    def restore(self) -> int:
+        """Restores the newest checkpoint; returns its completed-epoch count (0 if none).
+
+        Raises:
+            ValueError: the checkpoint does not match the model/optimizer (other architecture
+                or optimizer), with the first mismatching variable named.
+        """
+        available = self.epochs_available()
+        if not available:
+            return 0
+        path = self.path(available[-1])
+        variables = self._variables()
+        with np.load(path, allow_pickle=False) as stored:
+            paths = [str(p) for p in stored["paths"]]
+            if len(paths) != len(variables):
+                raise ValueError(
+                    f"Checkpoint {path} holds {len(paths)} variables but the model and optimizer "
+                    f"have {len(variables)}: it was written by a different model or optimizer. "
+                    "Use another --workdir to start a new run."
+                )
+            for index, variable in enumerate(variables):
+                value = stored[f"v{index}"]
+                if tuple(value.shape) != tuple(variable.shape):
+                    raise ValueError(
+                        f"Checkpoint {path}: variable {paths[index]} has shape {value.shape}, "
+                        f"the model's {variable.path} has {tuple(variable.shape)}."
+                    )
+                variable.assign(value)
+            epoch = int(stored["epoch"])
+        logging.info("Resumed from %s (%d completed epochs).", path, epoch)
+        return epoch
+
+    def callback(self) -> keras.callbacks.Callback:
+        """A callback saving a checkpoint at the end of every epoch."""
+        return _EpochCheckpointCallback(self)
+
+
+class _EpochCheckpointCallback(keras.callbacks.Callback):
+    def __init__(self, checkpoint: TrainingCheckpoint):
+        super().__init__()
+        self.checkpoint = checkpoint
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.checkpoint.save(epoch + 1)
