@@ -72,6 +72,19 @@ def test_ties_are_broken_by_row_order():
     np.testing.assert_array_equal(codes, reference_bihalf(u))
 
 
+@pytest.mark.parametrize("m", [2, 9, 64, 129])
+def test_heavily_tied_inputs_match_reference(m):
+    rng = np.random.default_rng(100 + m)
+    u = np.round(rng.normal(size=(m, 16)), 0).astype("float32")  # few distinct values
+    u[:, 0] = 3.0  # a constant column
+    u[: m // 3, 1] = np.inf
+    codes = BiHalf()(u, training=True).numpy()
+    np.testing.assert_array_equal(codes, reference_bihalf(u))
+    np.testing.assert_array_equal(
+        tf.function(lambda x: BiHalf()(x, training=True), jit_compile=True)(u).numpy(), codes
+    )
+
+
 @pytest.mark.parametrize("m,gamma", [(8, 6.0), (13, 1.0), (1, 3.0)])
 def test_gradient_matches_formula(m, gamma):
     rng = np.random.default_rng(0)

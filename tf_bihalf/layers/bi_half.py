@@ -11,15 +11,29 @@ from tf_bihalf.layers.base import HashLayer
 def bihalf_codes(u: tf.Tensor, num_rows: tf.Tensor | None = None) -> tf.Tensor:
     """Per column of ``u`` (M, K): the ``floor(M/2)`` largest values -> +1, the rest -> -1.
 
-    Ties are broken by row order (the earlier row ranks higher), which makes the result
-    deterministic; ``M = 1`` gives all -1, odd ``M`` one more -1 than +1. ``num_rows``
-    overrides M when ``u`` carries padding rows (of -inf, which rank last).
+    Exactly the ranking of paper eq. 8 with ties broken by row order (of equal values, the
+    earlier row ranks higher), so the result is deterministic; ``M = 1`` gives all -1, odd
+    ``M`` one more -1 than +1. ``num_rows`` overrides M when ``u`` carries padding rows
+    (of -inf, which rank last).
+
+    Implementation: rather than two ``argsort``s (rank = inverse permutation of the sort
+    order), one unsorted ``top_k`` per column finds the ``floor(M/2)``-th largest value ``t``;
+    values above ``t`` are +1, and of the values equal to ``t`` the first ones in row order
+    fill the remaining places. Same result, about half the cost of the double argsort on CPU
+    (see ``benchmarks/layer_overhead.py``).
     """
-    m = tf.shape(u)[0] if num_rows is None else num_rows
-    order = tf.argsort(u, axis=0, direction="DESCENDING", stable=True)
-    ranks = tf.argsort(order, axis=0, stable=True)  # inverse permutation, per column
+    rows = tf.shape(u)[0]
+    half = (rows if num_rows is None else num_rows) // 2
+    k = tf.minimum(tf.maximum(half, 1), rows)
+    top = tf.math.top_k(tf.transpose(u), k=k, sorted=False).values
+    threshold = tf.reduce_min(top, axis=1)  # the half-th largest value of each column
+    above = u > threshold
+    tied = tf.equal(u, threshold)
+    places_left = half - tf.reduce_sum(tf.cast(above, tf.int32), axis=0)
+    tie_order = tf.cumsum(tf.cast(tied, tf.int32), axis=0)
+    plus = (above | (tied & (tie_order <= places_left))) & (half > 0)
     one = tf.ones_like(u)
-    return tf.where(ranks < m // 2, one, -one)
+    return tf.where(plus, one, -one)
 
 
 def _global_rows(u: tf.Tensor, context: tf.distribute.ReplicaContext):

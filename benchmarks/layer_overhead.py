@@ -1,0 +1,97 @@
+"""Training-step cost of the Bi-half layer against the straight-through sign layer.
+
+Times one optimisation step (forward, BCE reconstruction loss, backward, Adam update) of the
+paper's MNIST autoencoder 784-256-K-256-784 with batch M = 128 and K = 64, with ``BiHalf`` and
+with ``Sign`` as the hash layer, in the same process. Rounds of steps alternate between the
+variants so that machine noise hits both alike; the table reports the median step time and the
+ratio BiHalf / Sign.
+
+    python benchmarks/layer_overhead.py [--steps 200 --rounds 7 --jit]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from tf_bihalf import layers  # noqa: E402
+
+
+def build_step(hash_layer: str, bits: int, jit: bool):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((784,))
+    hidden = keras.layers.Dense(256, activation="relu")(inputs)
+    codes = layers.get(hash_layer, gamma=1.0)(keras.layers.Dense(bits)(hidden))
+    hidden = keras.layers.Dense(256, activation="relu")(codes)
+    outputs = keras.layers.Dense(784, activation="sigmoid")(hidden)
+    model = keras.Model(inputs, outputs)
+    optimizer = keras.optimizers.Adam(1e-3)
+    optimizer.build(model.trainable_variables)
+    loss_fn = keras.losses.BinaryCrossentropy()
+
+    @tf.function(jit_compile=jit)
+    def step(x):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(x, model(x, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply(grads, model.trainable_variables)
+        return loss
+
+    return step
+
+
+def time_steps(step, batch, steps: int) -> float:
+    start = time.perf_counter()
+    for _ in range(steps):
+        loss = step(batch)
+    loss.numpy()
+    return (time.perf_counter() - start) / steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--bits", type=int, default=64)
+    parser.add_argument("--jit", action="store_true", help="also time XLA-compiled steps")
+    args = parser.parse_args()
+
+    rng = np.random.default_rng(0)
+    batch = tf.constant(rng.integers(0, 2, size=(args.batch_size, 784)).astype("float32"))
+    variants = [("bihalf", False), ("sign", False)]
+    if args.jit:
+        variants += [("bihalf", True), ("sign", True)]
+    steps = {v: build_step(v[0], args.bits, v[1]) for v in variants}
+    for step in steps.values():  # trace and warm up
+        time_steps(step, batch, 20)
+    times = {v: [] for v in variants}
+    for _ in range(args.rounds):
+        for variant, step in steps.items():
+            times[variant].append(time_steps(step, batch, args.steps))
+
+    print(
+        f"\nAutoencoder 784-256-{args.bits}, batch {args.batch_size}, {args.rounds} rounds x "
+        f"{args.steps} steps, {os.cpu_count()} CPU cores, TF {tf.__version__}\n"
+    )
+    print("| hash layer | XLA | median step (ms) | min step (ms) | ratio to sign |")
+    print("|---|---|---|---|---|")
+    for variant in variants:
+        median = statistics.median(times[variant])
+        reference = statistics.median(times[("sign", variant[1])])
+        print(
+            f"| {variant[0]} | {'yes' if variant[1] else 'no'} | {median * 1e3:.3f} | "
+            f"{min(times[variant]) * 1e3:.3f} | {median / reference:.3f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
