@@ -118,6 +118,47 @@ class ImagePreprocessing(keras.layers.Layer):
         return config
 
 
+@keras.saving.register_keras_serializable(package="tf_bihalf")
+class FrozenModel(keras.layers.Layer):
+    """Runs a wrapped model frozen and in inference mode, whatever ``training`` the caller has.
+
+    Keras propagates an outer ``training=True`` into nested models, which would switch on
+    the dropout / drop-connect layers inside a backbone (EfficientNet's, say) and make the
+    "frozen" features random. This layer's ``call`` has no ``training`` argument and always
+    calls the wrapped model with ``training=False``, so the frozen part is deterministic,
+    which is what makes its output cacheable.
+
+    Args:
+        model: the ``keras.Model`` to wrap (or its serialized config).
+        **kwargs: passed to ``keras.layers.Layer``.
+
+    Example:
+
+    >>> frozen = FrozenModel(keras.Sequential([keras.Input((4,)), keras.layers.Dropout(0.5)]))
+    >>> bool((frozen(np.ones((2, 4)), training=True) == 1).numpy().all())
+    True
+    """
+
+    def __init__(self, model, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(model, dict):
+            model = keras.saving.deserialize_keras_object(model)
+        self.model = model
+        self.model.trainable = False
+        self.trainable = False
+
+    def call(self, inputs):
+        return self.model(inputs, training=False)
+
+    def compute_output_spec(self, inputs):
+        return self.model.compute_output_spec(inputs)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"model": keras.saving.serialize_keras_object(self.model)})
+        return config
+
+
 @dataclasses.dataclass
 class Backbone:
     """A frozen backbone split into its cacheable part and its per-step part.
@@ -203,7 +244,7 @@ def _wrap_extractor(core: keras.Model, image_size, preprocessing: str, name: str
     x = inputs
     if preprocessing != "none":
         x = ImagePreprocessing(preprocessing, name="preprocessing")(x)
-    x = core(x, training=False)
+    x = FrozenModel(core, name=f"{name}_frozen")(x)
     extractor = keras.Model(inputs, x, name=f"{name}_extractor")
     extractor.trainable = False
     return extractor

@@ -1,0 +1,207 @@
+"""Image hasher: frozen backbone -> Linear(feat, K) -> hash layer, and its training wrapper.
+
+``ImageHasher`` maps raw RGB images (float32 ``(N, H, W, 3)`` in ``[0, 255]``) to codes
+``(N, K)``; with ``training=False`` the codes are ``sign(U)`` (±1), so the model itself is the
+encoder a run leaves in ``RUN/encoder.keras``. Its graph, per REFERENCE §3 (VGG16):
+
+    image -> preprocessing -> conv -> fc6 -> ReLU          (backbone.extractor: frozen, cacheable)
+          -> dropout(0.5) -> fc7 -> ReLU -> dropout(0.5)   (backbone.top: frozen weights, per step)
+          = x (features, 4096)
+          -> Linear(4096, K)                                (head: the only trained weights)
+          = U (continuous)
+          -> hash layer (bi-half in training, sign at inference)
+          = b (codes)
+
+The head is initialised like PyTorch's ``nn.Linear``: weight and bias ~
+``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``.
+
+``hasher.tail`` is the part after the extractor as its own model (frozen features ->
+``{"features": x, "continuous": U, "codes": b}``); training on cached features trains exactly
+these layers, so the full ``ImageHasher`` (which contains the same layer objects) is the
+trained encoder afterwards. ``hasher.continuous_model`` maps images to U (for bit monitoring).
+``SimilarityPreservingModel`` wraps either network with the cosine loss for ``fit``.
+
+Example:
+
+>>> hasher = ImageHasher("vgg16", bits=16, image_size=32)
+>>> hasher(np.zeros((2, 32, 32, 3), "float32")).shape
+TensorShape([2, 16])
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import tensorflow as tf
+
+from tf_bihalf import layers as hash_layers
+from tf_bihalf.losses.cosine import CosineSimilarityPreservation
+from tf_bihalf.models.backbones import Backbone, build_backbone, normalize_image_size
+
+
+def torch_linear(units: int, fan_in: int, name: str = "hash_head") -> keras.layers.Dense:
+    """``Dense(units)`` initialised like ``torch.nn.Linear(fan_in, units)``.
+
+    Weight and bias are drawn from ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` (PyTorch's
+    ``kaiming_uniform_(a=sqrt(5))`` reduces to that bound for the weight).
+    """
+    limit = 1.0 / math.sqrt(fan_in)
+    return keras.layers.Dense(
+        units,
+        kernel_initializer=keras.initializers.RandomUniform(-limit, limit),
+        bias_initializer=keras.initializers.RandomUniform(-limit, limit),
+        name=name,
+    )
+
+
+@keras.saving.register_keras_serializable(package="tf_bihalf")
+class ImageHasher(keras.Model):
+    """Frozen image backbone + ``Linear(feat, K)`` head + hash layer (functional subclass).
+
+    Args:
+        backbone: a name from ``tf_bihalf.models.backbones`` (``vgg16``, ``resnet50``,
+            ``efficientnet_b0``, ``mobilenet_v3_small``, ``efficientnet_lite0``, ...).
+        bits: code length K.
+        hash_layer: ``bihalf``, ``sign``, ``signreg``, ``tanh``, ``relaxed`` or ``median``.
+        weights: backbone weights: None, ``"imagenet"`` or a local file. They are part of
+            the saved ``.keras`` file, so the saved config records ``None`` (a reload never
+            downloads); the original value is kept in ``self.weights_source``.
+        image_size: int or ``(height, width)`` of the input images.
+        dropout: dropout of the backbone's per-step top; None = the backbone's default
+            (0.5 after fc6 and fc7 for VGG, as in the reference; none otherwise).
+        name: model name.
+        **hash_layer_kwargs: passed to the hash layer (e.g. ``gamma=6.0`` for bi-half).
+
+    Call arguments:
+        inputs: float32 ``(N, H, W, 3)`` RGB in ``[0, 255]``.
+        training: bool; the hash layer's training behaviour and the top's dropout.
+
+    Returns:
+        float32 codes ``(N, bits)``; ±1 when ``training`` is false.
+
+    Example:
+
+    >>> hasher = ImageHasher("vgg16", bits=8, image_size=32, gamma=6.0)
+    >>> sorted(hasher.tail.output)
+    ['codes', 'continuous', 'features']
+    """
+
+    def __init__(
+        self,
+        backbone: str = "vgg16",
+        bits: int = 64,
+        hash_layer: str = "bihalf",
+        weights: str | None = None,
+        image_size=224,
+        dropout: float | None = None,
+        name: str = "image_hasher",
+        **hash_layer_kwargs,
+    ):
+        if not isinstance(bits, int) or isinstance(bits, bool) or bits < 1:
+            raise ValueError(f"bits must be a positive integer; got {bits!r}.")
+        if not isinstance(hash_layer, str):
+            raise ValueError(f"hash_layer must be a layer name; got {hash_layer!r}.")
+        image_size = normalize_image_size(image_size)
+        parts = build_backbone(backbone, weights=weights, image_size=image_size, dropout=dropout)
+        tail = self._build_tail(parts, bits, hash_layers.get(hash_layer, **hash_layer_kwargs))
+        images = keras.Input((*image_size, 3), name="images")
+        outputs = tail(parts.extractor(images))
+        super().__init__(images, outputs["codes"], name=name)
+        self.backbone_name = backbone
+        self.bits = bits
+        self.hash_layer_name = hash_layer
+        self.weights_source = weights
+        self.image_size = image_size
+        self.dropout = dropout
+        self.hash_layer_kwargs = dict(hash_layer_kwargs)
+        self.backbone = parts
+        self.extractor = parts.extractor
+        self.tail = tail
+
+    @staticmethod
+    def _build_tail(parts: Backbone, bits: int, hash_layer) -> keras.Model:
+        frozen = keras.Input((parts.frozen_dim,), name="frozen_features")
+        features = parts.top(frozen)
+        continuous = torch_linear(bits, parts.feature_dim)(features)
+        codes = hash_layer(continuous)
+        outputs = {"features": features, "continuous": continuous, "codes": codes}
+        return keras.Model(frozen, outputs, name="hash_tail")
+
+    @property
+    def head(self) -> keras.layers.Dense:
+        return self.tail.get_layer("hash_head")
+
+    @property
+    def hash_layer(self) -> keras.layers.Layer:
+        return self.tail.layers[-1]
+
+    @property
+    def continuous_model(self) -> keras.Model:
+        """Images -> continuous U ``(N, bits)`` (shares the hasher's layers)."""
+        images = keras.Input((*self.image_size, 3), name="images")
+        outputs = self.tail(self.extractor(images))
+        return keras.Model(images, outputs["continuous"], name="continuous")
+
+    def training_network(self, from_features: bool) -> keras.Model:
+        """The network to train: frozen features (``from_features``) or images -> the tail's
+        dict ``{"features", "continuous", "codes"}``; it shares the hasher's layers."""
+        if from_features:
+            return self.tail
+        images = keras.Input((*self.image_size, 3), name="images")
+        return keras.Model(images, self.tail(self.extractor(images)), name="end_to_end")
+
+    def get_config(self):
+        return {
+            "backbone": self.backbone_name,
+            "bits": self.bits,
+            "hash_layer": self.hash_layer_name,
+            "weights": None,
+            "image_size": list(self.image_size),
+            "dropout": self.dropout,
+            "name": self.name,
+            **self.hash_layer_kwargs,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+class SimilarityPreservingModel(keras.Model):
+    """Trains a hash network with the cosine similarity-preservation loss (REFERENCE §3).
+
+    ``network`` maps its inputs (images or cached frozen features) to a dict with
+    ``"features"`` (x, the backbone features after the per-step top) and ``"codes"`` (b, the
+    hash layer's training output). The loss is ``loss(x, b)`` plus every loss the layers add
+    (e.g. ``SignReg``'s balance term); labels in the dataset are ignored (unsupervised).
+
+    Args:
+        network: ``ImageHasher.training_network(...)`` or any model with that output dict.
+        loss: a ``CosineSimilarityPreservation`` (default ``pairing="half"``).
+        **kwargs: passed to ``keras.Model``.
+
+    Example:
+
+    >>> hasher = ImageHasher("vgg16", bits=8, image_size=32)
+    >>> model = SimilarityPreservingModel(hasher.training_network(from_features=True))
+    >>> model.compile(optimizer="sgd")
+    """
+
+    def __init__(self, network: keras.Model, loss: keras.losses.Loss | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.network = network
+        self.similarity_loss = loss if loss is not None else CosineSimilarityPreservation()
+
+    def call(self, inputs, training=None):
+        return self.network(inputs, training=training)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        total = self.similarity_loss(y_pred["features"], y_pred["codes"])
+        if self.losses:
+            # Layer losses (e.g. SignReg's balance term) are per replica: scale them like
+            # Keras scales every loss under tf.distribute.
+            extra = tf.add_n([tf.cast(tf.reduce_sum(loss), total.dtype) for loss in self.losses])
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            total = total + extra / float(replicas)
+        return total
