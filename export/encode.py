@@ -1,0 +1,281 @@
+"""From an exported encoder to a searchable Hamming index, without writing code.
+
+Encode a collection (and optionally build the index):
+
+    python -m export.encode --saved_model DIR/NAME/N --images IMAGE_DIR --out codes.npz \\
+        [--index_out INDEX_DIR] [--batch_size 64]
+    python -m export.encode --saved_model DIR/NAME/N --list FILE --out codes.npz
+    python -m export.encode --saved_model DIR/NAME/N --inputs X.npy --out codes.npz
+
+Query it:
+
+    python -m export.encode --saved_model DIR/NAME/N --query photo.jpg --index INDEX_DIR -k 10
+
+``--images`` walks a directory (JPEG, PNG, BMP, GIF; ids are the paths relative to it);
+``--list`` reads a list file, one image per line, ``path [labels ...]`` (the hashing literature's
+format; labels are ignored; relative paths are resolved against ``--image_root``, by default
+the list file's directory; ids are the paths as written). Images go through the SavedModel's
+``image_bytes`` signature, so they are decoded and resized exactly as TF Serving would.
+``--inputs`` takes a float ``.npy`` of raw model inputs (the autoencoder: ``(N, 784)`` pixels in
+[0, 1]); ids are the row numbers.
+
+``codes.npz`` holds ``codes`` (int8 ±1, (N, K)), ``codes_packed`` (uint8, (N, ceil(K/8)),
+``numpy.packbits`` order), ``ids`` (unicode, (N,)), and ``skipped`` / ``skipped_reasons``
+(unicode) for the images that could not be read or decoded, which are reported and left out.
+No pickled objects: ``np.load(path)`` reads it with ``allow_pickle=False``.
+
+``--index_out`` builds a ``tf_bihalf.search.HammingIndex`` over the codes and saves it, with
+the ids, so that ``--query`` prints ``query, rank, Hamming distance, id`` for the nearest items.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+
+import keras
+import numpy as np
+from absl import logging
+
+from export import preprocessing
+from export.saved_model import SavedModelEncoder
+from export.validation import check_float_inputs
+
+IDS_FILE = "ids.json"
+
+
+@dataclasses.dataclass
+class EncodedCollection:
+    """Codes of a collection, with ids and the items that were skipped."""
+
+    codes: np.ndarray
+    codes_packed: np.ndarray
+    ids: list[str]
+    skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+
+    def save(self, path: str) -> None:
+        """Writes ``codes``, ``codes_packed``, ``ids``, ``skipped``, ``skipped_reasons`` (.npz)."""
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        np.savez(
+            path,
+            codes=self.codes.astype(np.int8),
+            codes_packed=self.codes_packed.astype(np.uint8),
+            ids=np.array(self.ids, dtype=str),
+            skipped=np.array([item for item, _ in self.skipped], dtype=str),
+            skipped_reasons=np.array([reason for _, reason in self.skipped], dtype=str),
+        )
+
+
+def read_list_file(list_file: str, image_root: str | None = None) -> tuple[list[str], list[str]]:
+    """Parses a list file into ``(ids, paths)``: ids as written, paths resolved on the root."""
+    if not os.path.isfile(list_file):
+        raise FileNotFoundError(f"List file {list_file!r} does not exist.")
+    root = image_root if image_root is not None else os.path.dirname(os.path.abspath(list_file))
+    ids, paths = [], []
+    with open(list_file, encoding="utf-8") as file:
+        for line in file:
+            fields = line.split()
+            if not fields or fields[0].startswith("#"):
+                continue
+            ids.append(fields[0])
+            paths.append(fields[0] if os.path.isabs(fields[0]) else os.path.join(root, fields[0]))
+    if not ids:
+        raise ValueError(f"List file {list_file!r} names no images.")
+    return ids, paths
+
+
+def encode_image_files(
+    encoder: SavedModelEncoder,
+    paths: list[str],
+    ids: list[str] | None = None,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> EncodedCollection:
+    """Encodes image files with the ``image_bytes`` signature; unreadable ones are skipped.
+
+    A file that cannot be read, or whose batch fails to decode, is retried alone; the ones that
+    still fail end up in ``skipped`` with the reason, and a warning is logged for each.
+    """
+    if not encoder.has_image_bytes:
+        raise ValueError(
+            "This encoder takes raw float inputs, not images (no image_bytes signature): pass "
+            "--inputs FILE.npy (for the autoencoder: (N, 784) pixels in [0, 1])."
+        )
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be positive; got {batch_size}.")
+    ids = list(paths) if ids is None else list(ids)
+    kept_ids, codes, packed, skipped = [], [], [], []
+    bar = keras.utils.Progbar(len(paths), unit_name="image") if progress else None
+    for start in range(0, len(paths), int(batch_size)):
+        batch_ids, batch_bytes = [], []
+        for item_id, path in zip(
+            ids[start : start + batch_size], paths[start : start + batch_size], strict=True
+        ):
+            try:
+                with open(path, "rb") as file:
+                    batch_bytes.append(file.read())
+                batch_ids.append(item_id)
+            except OSError as error:
+                skipped.append((item_id, f"{type(error).__name__}: {error.strerror or error}"))
+        if batch_bytes:
+            try:
+                outputs = encoder.encode_images(batch_bytes, batch_size=len(batch_bytes))
+                results = [(batch_ids, outputs)]
+            except ValueError:
+                results = []
+                for item_id, data in zip(batch_ids, batch_bytes, strict=True):
+                    try:
+                        results.append(([item_id], encoder.encode_images([data])))
+                    except ValueError as error:
+                        skipped.append((item_id, str(error)))
+            for result_ids, outputs in results:
+                kept_ids.extend(result_ids)
+                codes.append(outputs["codes"])
+                packed.append(outputs["codes_packed"])
+        if bar is not None:
+            bar.update(min(start + batch_size, len(paths)))
+    for item_id, reason in skipped:
+        logging.warning("Skipped %s: %s", item_id, reason)
+    if not kept_ids:
+        raise ValueError(f"None of the {len(paths)} images could be read and decoded.")
+    return EncodedCollection(np.concatenate(codes), np.concatenate(packed), kept_ids, skipped)
+
+
+def encode_inputs(encoder: SavedModelEncoder, inputs, batch_size: int = 256) -> EncodedCollection:
+    """Encodes a float array of raw model inputs; ids are the row numbers."""
+    inputs = check_float_inputs(inputs, encoder.input_shape)
+    outputs = encoder.encode(inputs, batch_size=batch_size)
+    ids = [str(index) for index in range(len(inputs))]
+    return EncodedCollection(outputs["codes"], outputs["codes_packed"], ids)
+
+
+def _hamming_index_class():
+    try:
+        from tf_bihalf.search import HammingIndex
+    except ImportError as error:
+        raise ValueError(
+            f"tf_bihalf.search.HammingIndex is not available ({error}); save the codes with "
+            "--out and build an index from codes.npz later."
+        ) from None
+    return HammingIndex
+
+
+def build_index(collection: EncodedCollection, bits: int, directory: str) -> None:
+    """Builds a ``HammingIndex`` over the packed codes and saves it, with the ids, in
+    ``directory`` (the index as ``HammingIndex.save`` writes it, the ids in ``ids.json``)."""
+    index_class = _hamming_index_class()
+    index = index_class(bits)
+    index.add(collection.codes_packed, ids=np.arange(len(collection.ids)))
+    os.makedirs(directory, exist_ok=True)
+    index.save(os.path.join(directory, "index"))
+    with open(os.path.join(directory, IDS_FILE), "w", encoding="utf-8") as file:
+        json.dump({"bits": int(bits), "ids": collection.ids}, file)
+
+
+def search_index(
+    directory: str, query_packed: np.ndarray, bits: int, k: int
+) -> list[list[tuple[int, str]]]:
+    """Loads the index saved by ``build_index`` and returns, per packed query code, the ``k``
+    nearest items as ``(Hamming distance, id)`` pairs, nearest first."""
+    ids_path = os.path.join(directory, IDS_FILE)
+    if not os.path.isfile(ids_path):
+        raise FileNotFoundError(
+            f"{ids_path!r} not found: build the index with export.encode --index_out {directory}."
+        )
+    with open(ids_path, encoding="utf-8") as file:
+        saved = json.load(file)
+    if int(k) < 1:
+        raise ValueError(f"k must be positive; got {k}.")
+    if int(saved["bits"]) != int(bits):
+        raise ValueError(
+            f"The index in {directory!r} holds {saved['bits']}-bit codes but this encoder makes "
+            f"{bits}-bit codes: query with the encoder that built the index."
+        )
+    index = _hamming_index_class().load(os.path.join(directory, "index"))
+    distances, positions = index.search(query_packed, int(k))
+    return [
+        [
+            (int(distance), saved["ids"][int(position)])
+            for distance, position in zip(row_distances, row_positions, strict=True)
+            if int(position) >= 0
+        ]
+        for row_distances, row_positions in zip(
+            np.asarray(distances), np.asarray(positions), strict=True
+        )
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m export.encode",
+        description="Encode images or inputs with an exported encoder; build or query an index.",
+    )
+    parser.add_argument("--saved_model", required=True, help="exported version dir DIR/NAME/N")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--images", help="directory of images (recursive)")
+    source.add_argument("--list", help="list file: one 'path [labels ...]' per line")
+    source.add_argument("--inputs", help="float .npy of raw model inputs")
+    source.add_argument("--query", nargs="+", help="query image(s) to look up in --index")
+    parser.add_argument("--image_root", default=None, help="root for --list's relative paths")
+    parser.add_argument("--out", default=None, help="codes .npz to write")
+    parser.add_argument("--index_out", default=None, help="also build a Hamming index here")
+    parser.add_argument("--index", default=None, help="index directory to query")
+    parser.add_argument("-k", "--k", type=int, default=10, help="neighbours per query")
+    parser.add_argument("--batch_size", type=int, default=64)
+    args = parser.parse_args(argv)
+    logging.set_verbosity(logging.INFO)
+    querying = args.query is not None or args.index is not None
+    if querying and (args.index is None or args.out is not None or args.index_out is not None):
+        parser.error("query with --query IMAGE... (or --inputs X.npy) --index DIR, without --out")
+    if not querying and args.out is None:
+        parser.error("--out codes.npz is required to encode a collection")
+    if args.batch_size < 1:
+        parser.error("--batch_size must be positive")
+    try:
+        encoder = SavedModelEncoder(args.saved_model)
+        if args.inputs is not None:
+            if not os.path.isfile(args.inputs):
+                raise FileNotFoundError(f"Inputs file {args.inputs!r} does not exist.")
+            collection = encode_inputs(
+                encoder, np.load(args.inputs, allow_pickle=False), args.batch_size
+            )
+        elif args.images is not None:
+            relative = preprocessing.list_images(args.images)
+            if not relative:
+                raise ValueError(
+                    f"No images ({', '.join(preprocessing.IMAGE_EXTENSIONS)}) in {args.images!r}."
+                )
+            paths = [os.path.join(args.images, path) for path in relative]
+            collection = encode_image_files(encoder, paths, relative, args.batch_size)
+        elif args.list is not None:
+            ids, paths = read_list_file(args.list, args.image_root)
+            collection = encode_image_files(encoder, paths, ids, args.batch_size)
+        else:
+            collection = encode_image_files(
+                encoder, args.query, args.query, args.batch_size, progress=False
+            )
+        if querying:
+            neighbours = search_index(args.index, collection.codes_packed, encoder.bits, args.k)
+            print("query\trank\tdistance\tid")
+            for query_id, row in zip(collection.ids, neighbours, strict=True):
+                for rank, (distance, name) in enumerate(row, start=1):
+                    print(f"{query_id}\t{rank}\t{distance}\t{name}")
+        else:
+            collection.save(args.out)
+            if args.index_out is not None:
+                build_index(collection, encoder.bits, args.index_out)
+            print(f"encoded {len(collection.ids)} items ({encoder.bits} bits) -> {args.out}")
+            if args.index_out is not None:
+                print(f"index -> {args.index_out}")
+        for item_id, reason in collection.skipped:
+            print(f"skipped\t{item_id}\t{reason}")
+    except (FileNotFoundError, ValueError) as error:
+        parser.exit(2, f"error: {error}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

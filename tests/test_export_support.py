@@ -1,0 +1,99 @@
+"""Tiny training-run directories for the export and serving tests (this file holds no tests).
+
+Each builder writes what a trainer leaves behind and export reads: ``RUN/config.json`` per the
+run-directory contract and ``RUN/encoder.keras`` saved with ``model.save``. The models are small
+but real: Dense/conv layers ending in the ``BiHalf`` hash layer, preprocessing inside the model.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+
+import keras
+import numpy as np
+from PIL import Image
+
+from tf_bihalf.layers import BiHalf
+
+AUTOENCODER_BITS = 12
+IMAGE_BITS = 16
+IMAGE_SIZE = (24, 20)
+
+
+def write_run(directory: str, model: keras.Model, config: dict) -> str:
+    """Saves ``model`` as ``directory/encoder.keras`` and ``config`` as ``config.json``."""
+    os.makedirs(directory, exist_ok=True)
+    model.save(os.path.join(directory, "encoder.keras"))
+    with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as file:
+        json.dump(config, file)
+    return directory
+
+
+def autoencoder_encoder(bits: int = AUTOENCODER_BITS, seed: int = 0) -> keras.Model:
+    """784 -> 32 (ReLU) -> bits -> BiHalf, like the MNIST autoencoder's encoder."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((784,), name="pixels")
+    hidden = keras.layers.Dense(32, activation="relu")(inputs)
+    features = keras.layers.Dense(bits, name="hash_features")(hidden)
+    codes = BiHalf(gamma=1.0, name="hash")(features)
+    return keras.Model(inputs, codes, name="autoencoder_encoder")
+
+
+def image_encoder(bits: int = IMAGE_BITS, image_size=IMAGE_SIZE, seed: int = 1) -> keras.Model:
+    """A small conv net on float RGB in [0, 255]; the [0, 1] rescaling is inside the model."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((*image_size, 3), name="images")
+    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0)(inputs)
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(x)
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    features = keras.layers.Dense(bits, name="hash_features")(x)
+    codes = BiHalf(gamma=6.0, name="hash")(features)
+    return keras.Model(inputs, codes, name="image_encoder")
+
+
+def make_autoencoder_run(directory: str, bits: int = AUTOENCODER_BITS) -> str:
+    config = {
+        "bits": bits,
+        "model_type": "autoencoder",
+        "hash_layer": "bihalf",
+        "input_shape": [784],
+        "dataset": "mnist",
+    }
+    return write_run(directory, autoencoder_encoder(bits), config)
+
+
+def make_image_run(directory: str, bits: int = IMAGE_BITS, image_size=IMAGE_SIZE) -> str:
+    config = {
+        "bits": bits,
+        "model_type": "image",
+        "hash_layer": "bihalf",
+        "input_shape": [*image_size, 3],
+        "image_size": list(image_size),
+        "backbone": "tiny_conv",
+    }
+    return write_run(directory, image_encoder(bits, image_size), config)
+
+
+def random_images(count: int, size=(31, 27), seed: int = 0) -> np.ndarray:
+    """uint8 RGB images (count, H, W, 3): smooth gradients plus noise, so codes vary."""
+    rng = np.random.default_rng(seed)
+    height, width = size
+    rows = np.linspace(0, 1, height)[:, None, None]
+    cols = np.linspace(0, 1, width)[None, :, None]
+    images = []
+    for _ in range(count):
+        slope = rng.uniform(-255, 255, size=(2, 1, 1, 3))
+        base = rng.uniform(0, 255, size=(1, 1, 3))
+        image = base + slope[0] * rows + slope[1] * cols + rng.normal(0, 25, (height, width, 3))
+        images.append(np.clip(image, 0, 255).astype(np.uint8))
+    return np.stack(images)
+
+
+def encode_image(image: np.ndarray, image_format: str = "PNG") -> bytes:
+    """Encodes a uint8 (H, W, 3) or (H, W) array as PNG/JPEG/BMP/GIF bytes with Pillow."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format=image_format)
+    return buffer.getvalue()
