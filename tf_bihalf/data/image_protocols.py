@@ -615,7 +615,7 @@ def _load_folder(directory, data_dir, protocol, seed, options) -> ProtocolSplits
         raise ValueError("folder dataset needs a directory: 'folder:<dir>'.")
     if data_dir is not None and not os.path.isabs(directory):
         directory = os.path.join(data_dir, directory)
-    directory = os.path.expanduser(directory)
+    directory = os.path.normpath(os.path.expanduser(directory))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"Folder dataset directory {directory!r} does not exist.")
     class_names = sorted(
@@ -707,7 +707,7 @@ def _load_list(list_path, data_dir, protocol, seed, options) -> ProtocolSplits:
         raise ValueError("list dataset needs a file: 'list:<file>'.")
     if data_dir is not None and not os.path.isabs(list_path):
         list_path = os.path.join(data_dir, list_path)
-    list_path = os.path.expanduser(list_path)
+    list_path = os.path.normpath(os.path.expanduser(list_path))
     image_root = options["image_root"] or data_dir or os.path.dirname(os.path.abspath(list_path))
     entries = list_files.read_list_file(
         list_path,
