@@ -18,7 +18,13 @@ import tensorflow as tf
 from PIL import Image
 
 from tf_bihalf.data import image_pipeline, image_protocols, list_files
-from tf_bihalf.data.image_protocols import ImageSet, load_protocol, verify_splits, write_splits
+from tf_bihalf.data.image_protocols import (
+    ImageSet,
+    load_protocol,
+    read_splits,
+    verify_splits,
+    write_splits,
+)
 from tf_bihalf.data.tfds_builders import manual_layouts
 
 
@@ -183,6 +189,12 @@ def test_cifar10_split_files_are_pool_indices(cifar, tmp_path):
     ]
     assert manifest["entries"] == "indices" and manifest["counts"]["train"] == 30
     assert verify_splits(str(tmp_path), splits)["protocol"] == "II"
+    restored = read_splits(str(tmp_path), data_dir=data_dir)
+    for name in ("train", "query", "database"):
+        np.testing.assert_array_equal(restored.split(name).indices, splits.split(name).indices)
+        np.testing.assert_array_equal(restored.split(name).images, splits.split(name).images)
+        np.testing.assert_array_equal(restored.split(name).labels, splits.split(name).labels)
+    assert restored.protocol == "II" and restored.num_classes == 10
 
 
 # ---------------------------------------------------------------------------------------------
@@ -638,6 +650,19 @@ def test_write_and_verify_splits_detects_tampering(tmp_path):
     with pytest.raises(ValueError, match="differs from the one saved"):
         verify_splits(str(directory), other_seed)
 
+    # Reading the saved splits back gives the same splits (and re-verifies against them).
+    restored = read_splits(str(directory))
+    for name in ("train", "query", "database"):
+        assert restored.split(name).paths == splits.split(name).paths
+        np.testing.assert_array_equal(restored.split(name).labels, splits.split(name).labels)
+        assert restored.excluded[name] == splits.excluded[name]
+    assert restored.report == json.loads(json.dumps(splits.report))
+    verify_splits(str(directory), restored)
+    moved = read_splits(str(directory), image_root="/elsewhere")
+    assert moved.query.paths[0] == "/elsewhere/" + os.path.relpath(
+        splits.query.paths[0], str(tmp_path / "data")
+    )
+
     text = (directory / "query.txt").read_text()
     (directory / "query.txt").write_text(text.replace("im", "IM", 1))
     with pytest.raises(ValueError, match="Checksum mismatch for split file .*query.txt"):
@@ -775,3 +800,14 @@ def test_pipeline_in_memory_images_and_decode_errors(tmp_path):
         list(image_pipeline.image_dataset(broken, image_size=(8, 8), on_decode_error="raise"))
     with pytest.raises(ValueError, match="empty"):
         image_pipeline.image_dataset(ImageSet(labels=np.zeros((0,), np.int64), paths=[]))
+
+
+def test_image_set_validation():
+    with pytest.raises(ValueError, match="2 paths but 3 labels"):
+        ImageSet(labels=np.zeros(3, np.int64), paths=["a", "b"])
+    with pytest.raises(ValueError, match=r"images must be uint8 \(N, H, W, 3\)"):
+        ImageSet(labels=np.zeros(2, np.int64), images=np.zeros((2, 4, 4), np.uint8))
+    with pytest.raises(ValueError, match="class ids"):
+        ImageSet(labels=np.zeros((2, 3, 1), np.uint8), paths=["a", "b"])
+    image_set = ImageSet(labels=[1, 0], paths=["a", "b"], indices=[4, 9])
+    assert len(image_set) == 2 and image_set.indices.dtype == np.int64

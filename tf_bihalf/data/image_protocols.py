@@ -72,6 +72,7 @@ Example:
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import hashlib
 import json
@@ -109,6 +110,26 @@ class ImageSet:
     paths: list[str] | None = None
     images: np.ndarray | None = None
     indices: np.ndarray | None = None
+
+    def __post_init__(self):
+        self.labels = np.asarray(self.labels)
+        if self.labels.ndim not in (1, 2):
+            raise ValueError(
+                f"labels must be class ids (N,) or multi-hot (N, C); got shape {self.labels.shape}."
+            )
+        count = len(self.labels)
+        if self.paths is not None and len(self.paths) != count:
+            raise ValueError(f"{len(self.paths)} paths but {count} labels.")
+        if self.images is not None and (
+            np.ndim(self.images) != 4 or np.shape(self.images)[-1] != 3 or len(self.images) != count
+        ):
+            raise ValueError(
+                f"images must be uint8 (N, H, W, 3) with N = {count}; got {np.shape(self.images)}."
+            )
+        if self.indices is not None:
+            self.indices = np.asarray(self.indices, dtype=np.int64)
+            if self.indices.shape != (count,):
+                raise ValueError(f"indices must have shape ({count},); got {self.indices.shape}.")
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -278,45 +299,71 @@ def most_frequent_columns(labels: np.ndarray, count: int) -> np.ndarray:
 # Image file verification.
 
 
-def check_image_files(paths: list[str], verify: str = "header") -> dict[int, str]:
+def check_image_files(
+    paths: list[str], verify: str = "header", num_threads: int = 8
+) -> dict[int, str]:
     """Checks image files; returns ``{position: reason}`` for those that fail.
 
     Reasons: ``"missing"`` (no such file, or empty), ``"corrupt"`` (unreadable header, or
     TensorFlow cannot decode it), ``"unsupported"`` (an image format TensorFlow does not decode).
-    ``verify``: "none" | "exists" | "header" | "decode" (see the module docstring).
+    ``verify``: "none" | "exists" | "header" | "decode" (see the module docstring). The file
+    checks run in ``num_threads`` threads (they wait on the disk); a progress bar is shown for
+    more than 20,000 files.
     """
     if verify not in VERIFY_MODES:
         raise ValueError(f"verify must be one of {VERIFY_MODES}; got {verify!r}.")
-    failures: dict[int, str] = {}
-    if verify == "none":
-        return failures
-    for position, path in enumerate(paths):
-        try:
-            if not os.path.isfile(path) or os.path.getsize(path) == 0:
-                failures[position] = "missing"
-        except OSError:
-            failures[position] = "missing"
-    if verify == "header":
-        from PIL import Image  # Pillow is a dependency of the data tools only.
-
-        for position, path in enumerate(paths):
-            if position in failures:
-                continue
-            try:
-                with Image.open(path) as image:
-                    image_format = image.format
-            except Exception:  # noqa: BLE001  (any failure to read means unusable)
-                failures[position] = "corrupt"
-                continue
-            if image_format not in _DECODABLE_FORMATS:
-                failures[position] = "unsupported"
-    elif verify == "decode":
+    if verify == "none" or not paths:
+        return {}
+    check = _check_header if verify == "header" else _check_exists
+    results = _map_with_progress(check, paths, num_threads, f"Checking images ({verify})")
+    failures = {position: reason for position, reason in enumerate(results) if reason}
+    if verify == "decode":
         remaining = [position for position in range(len(paths)) if position not in failures]
         decoded = _decodable_positions([paths[position] for position in remaining])
         for local, position in enumerate(remaining):
             if local not in decoded:
                 failures[position] = "corrupt"
     return failures
+
+
+def _check_exists(path: str) -> str | None:
+    try:
+        if not os.path.isfile(path) or os.path.getsize(path) == 0:
+            return "missing"
+    except OSError:
+        return "missing"
+    return None
+
+
+def _check_header(path: str) -> str | None:
+    from PIL import Image
+
+    reason = _check_exists(path)
+    if reason:
+        return reason
+    try:
+        with Image.open(path) as image:
+            image_format = image.format
+    except Exception:  # noqa: BLE001  (any failure to read the header means unusable)
+        return "corrupt"
+    return None if image_format in _DECODABLE_FORMATS else "unsupported"
+
+
+def _map_with_progress(function, items: list, num_threads: int, title: str) -> list:
+    if len(items) <= 20000:
+        with concurrent.futures.ThreadPoolExecutor(max(1, num_threads)) as pool:
+            return list(pool.map(function, items, chunksize=256))
+    import keras
+
+    logging.info("%s: %d files", title, len(items))
+    progress = keras.utils.Progbar(len(items), unit_name="file")
+    results: list = []
+    chunk = 10000
+    with concurrent.futures.ThreadPoolExecutor(max(1, num_threads)) as pool:
+        for start in range(0, len(items), chunk):
+            results.extend(pool.map(function, items[start : start + chunk], chunksize=256))
+            progress.update(len(results))
+    return results
 
 
 def _decodable_positions(paths: list[str]) -> set[int]:
@@ -965,3 +1012,75 @@ def verify_splits(directory: str, splits: ProtocolSplits | None = None) -> dict:
                     "data or start a new run directory."
                 )
     return manifest
+
+
+def read_splits(
+    directory: str, data_dir: str | None = None, image_root: str | None = None
+) -> ProtocolSplits:
+    """Reads splits saved by ``write_splits`` back (after ``verify_splits`` checks them).
+
+    Resuming a run this way reuses the exact saved splits without re-reading the collection or
+    re-checking its files. File-based splits get their paths from the list files (joined with
+    ``image_root``, default: the root recorded in the manifest; pass another one when the data
+    moved) and ``indices=None``. Index-based splits (cifar10) are looked up in the CIFAR-10 pool
+    from ``data_dir``; the labels in the files must match the pool's.
+
+    Raises:
+        FileNotFoundError / ValueError: as ``verify_splits``; the pool's labels differ.
+    """
+    manifest = verify_splits(directory)
+    multi_hot = manifest["label_format"] == "multi_hot"
+    root = image_root or manifest.get("image_root")
+    pool = None
+    if manifest["entries"] == "indices":
+        if manifest["dataset"] != "cifar10":
+            raise ValueError(f"Index-based splits of {manifest['dataset']!r} cannot be read.")
+        pool = load_cifar10_pool(data_dir, download=False)
+    sets = {}
+    for name in SPLIT_NAMES:
+        path = os.path.join(directory, f"{name}.txt")
+        if manifest["files"][f"{name}.txt"]["lines"] == 0:
+            shape = (0, manifest["num_classes"]) if multi_hot else (0,)
+            labels = np.zeros(shape, np.uint8 if multi_hot else np.int64)
+            items: list[str] = []
+        else:
+            entries = list_files.read_list_file(
+                path,
+                label_format=manifest["label_format"],
+                num_labels=manifest["num_classes"] if multi_hot else 1,
+                image_root=root,
+            )
+            labels = entries.labels
+            items = entries.raw_paths if pool is not None else entries.paths
+        if pool is None:
+            sets[name] = ImageSet(labels=labels, paths=items)
+            continue
+        indices = np.asarray([int(item) for item in items], dtype=np.int64)
+        if len(indices) and (indices.max() >= len(pool[1]) or indices.min() < 0):
+            raise ValueError(f"{path}: an index lies outside the CIFAR-10 pool of {len(pool[1])}.")
+        if not np.array_equal(pool[1][indices], labels):
+            raise ValueError(
+                f"{path}: the labels do not match the CIFAR-10 pool in {data_dir!r} (a different "
+                "copy or order of CIFAR-10?)."
+            )
+        sets[name] = ImageSet(labels=labels, images=pool[0][indices], indices=indices)
+    excluded: dict[str, list] = {name: [] for name in SPLIT_NAMES}
+    with open(os.path.join(directory, "excluded.txt"), encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                name, reason, item = line.rstrip("\n").split(" ", 2)
+                excluded[name].append((list_files.resolve_path(item, root), reason))
+    return ProtocolSplits(
+        manifest["dataset"],
+        manifest["protocol"],
+        manifest["num_classes"],
+        sets["train"],
+        sets["query"],
+        sets["database"],
+        manifest["report"],
+        manifest["seed"],
+        manifest["options"],
+        manifest.get("class_names"),
+        root,
+        excluded,
+    )

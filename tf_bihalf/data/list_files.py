@@ -37,12 +37,14 @@ class ListEntries:
         labels: int64 (N,) class ids, or uint8 (N, C) multi-hot.
         label_format: ``"class_id"`` or ``"multi_hot"``.
         line_numbers: 1-based line number of each entry in the file (for error messages).
+        raw_paths: the paths as written in the file.
     """
 
     paths: list[str]
     labels: np.ndarray
     label_format: str
     line_numbers: list[int]
+    raw_paths: list[str]
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -133,7 +135,7 @@ def read_list_file(
         label_format = "class_id" if widths == {1} else "multi_hot"
     labels = _parse_labels(path, raw_labels, line_numbers, label_format)
     paths = [resolve_path(item, image_root, strip_prefix) for item in raw_paths]
-    return ListEntries(paths, labels, label_format, line_numbers)
+    return ListEntries(paths, labels, label_format, line_numbers, raw_paths)
 
 
 def _parse_labels(path, raw_labels, line_numbers, label_format) -> np.ndarray:
