@@ -68,6 +68,10 @@ Example:
 >>> len(splits.query), len(splits.database), len(splits.train)   # doctest: +SKIP
 (10000, 50000, 50000)
 >>> write_splits(splits, "runs/cifar/splits")            # doctest: +SKIP
+
+Saved splits: ``write_splits`` (list files + ``splits.json`` with SHA-256), ``verify_splits``
+(checksums, and equality with freshly computed splits), ``read_splits`` (load them back to
+resume a run with exactly the same splits).
 """
 
 from __future__ import annotations
