@@ -12,7 +12,7 @@ so an interrupted extraction never leaves a half cache that looks valid):
 
     ROOT/<backbone>-<H>x<W>-<key[:16]>/
         model.json                  what the model key was made of
-        <split>-<split_key[:16]>/
+        split-<split_key[:16]>/
             features-00000.npy ...  float32 (rows, D) shards of ``shard_size`` rows
             labels.npy              the split's labels
             manifest.json           count, dim, shards (rows, bytes), extraction throughput
@@ -150,7 +150,12 @@ class FeatureCache:
         self.resize = resize
         self.shard_size = int(shard_size)
         self._model_key = None
-        self._extract = tf.function(lambda images: extractor(images, training=False))
+
+        @tf.function(reduce_retracing=True)
+        def extract(images):
+            return extractor(images, training=False)
+
+        self._extract = extract
 
     @classmethod
     def for_hasher(cls, root: str, hasher, **kwargs) -> FeatureCache:
@@ -197,14 +202,16 @@ class FeatureCache:
                 json.dump({**description, "key": key}, handle, indent=2, sort_keys=True)
         return self._model_dir
 
-    def split_directory(self, name: str, image_set) -> str:
-        return os.path.join(self.model_directory, f"{name}-{image_set_checksum(image_set)[:16]}")
+    def split_directory(self, image_set) -> str:
+        """The split's directory: named by its checksum, so identical splits (CIFAR-10 (I)'s
+        train and database) share one extraction."""
+        return os.path.join(self.model_directory, f"split-{image_set_checksum(image_set)[:16]}")
 
     def load_or_build(self, name: str, image_set, batch_size: int = 64) -> CachedSplit:
         """The split's features: read from the cache when valid, else extracted and stored."""
         if len(image_set) == 0:
             raise ValueError(f"Split {name!r} is empty.")
-        directory = self.split_directory(name, image_set)
+        directory = self.split_directory(image_set)
         cached = self._read(directory, image_set)
         if cached is not None:
             logging.info("Feature cache hit: %s (%d x %d).", directory, *cached.features.shape)
@@ -213,7 +220,7 @@ class FeatureCache:
             logging.warning("Feature cache at %s is incomplete or damaged: rebuilding.", directory)
             shutil.rmtree(directory)
         logging.info("Feature cache miss: extracting %d images of %r.", len(image_set), name)
-        self._build(directory, image_set, batch_size)
+        self._build(name, directory, image_set, batch_size)
         cached = self._read(directory, image_set)
         if cached is None:  # pragma: no cover - only if the disk changed under us
             raise RuntimeError(f"The feature cache just written to {directory} does not read back.")
@@ -243,7 +250,7 @@ class FeatureCache:
             return None
         return CachedSplit(features, labels, directory, True, manifest["images_per_second"])
 
-    def _build(self, directory: str, image_set, batch_size: int) -> None:
+    def _build(self, name: str, directory: str, image_set, batch_size: int) -> None:
         os.makedirs(self.model_directory, exist_ok=True)
         scratch = tempfile.mkdtemp(prefix=".building-", dir=self.model_directory)
         try:
@@ -292,6 +299,7 @@ class FeatureCache:
                 )
             np.save(os.path.join(scratch, "labels.npy"), np.asarray(image_set.labels))
             manifest = {
+                "name": name,
                 "count": count,
                 "dim": int(dim),
                 "dtype": "float32",

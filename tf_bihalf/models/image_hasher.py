@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tf_bihalf import layers as hash_layers
@@ -150,6 +151,31 @@ class ImageHasher(keras.Model):
             return self.tail
         images = keras.Input((*self.image_size, 3), name="images")
         return keras.Model(images, self.tail(self.extractor(images)), name="end_to_end")
+
+    def encode_features(self, features, batch_size: int = 256) -> np.ndarray:
+        """int8 ±1 codes of cached frozen features ``(N, frozen_dim)`` (inference mode: equal
+        to the codes of the images they came from)."""
+        codes = [
+            self._encode_tail(tf.convert_to_tensor(features[start : start + batch_size]))
+            for start in range(0, len(features), batch_size)
+        ]
+        return np.concatenate([c.numpy() for c in codes]).astype(np.int8)
+
+    def encode_images(self, dataset) -> tuple[np.ndarray, np.ndarray]:
+        """int8 ±1 codes and labels of an ``(images, labels)`` ``tf.data`` dataset."""
+        codes, labels = [], []
+        for images, batch_labels in dataset:
+            codes.append(self._encode_images(images).numpy().astype(np.int8))
+            labels.append(np.asarray(batch_labels))
+        return np.concatenate(codes), np.concatenate(labels)
+
+    @tf.function(reduce_retracing=True)
+    def _encode_tail(self, features):
+        return self.tail(features, training=False)["codes"]
+
+    @tf.function(reduce_retracing=True)
+    def _encode_images(self, images):
+        return self(images, training=False)
 
     def get_config(self):
         return {
