@@ -26,35 +26,29 @@ options); flags override it; the resolved config is written to ``RUN/config.json
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import time
 
 import keras
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
+from tf_bihalf.callbacks import BitMonitor
 from tf_bihalf.data import image_protocols
 from tf_bihalf.data.feature_cache import FeatureCache
 from tf_bihalf.data.image_pipeline import image_dataset
 from tf_bihalf.losses.cosine import CosineSimilarityPreservation
-from tf_bihalf.metrics import (
-    bit_balance,
-    bit_correlation,
-    bit_entropy,
-    mean_average_precision,
-    precision_at_n,
-    precision_recall_curve,
-    precision_within_radius,
-)
+from tf_bihalf.metrics import mean_average_precision
 from tf_bihalf.models.image_hasher import ImageHasher, SimilarityPreservingModel
+from tf_bihalf.training import evaluation, plots
 from tf_bihalf.training.checkpoint import TrainingCheckpoint
 from tf_bihalf.training.optimizers import build_optimizer
 from tf_bihalf.training.pipelines import epoch_batches, steps_per_epoch
 from tf_bihalf.training.schedules import build_learning_rate
 from tf_bihalf.training.strategy import get_strategy
 from tf_bihalf.training.workdir import prepare_workdir
+from trainers import common
 
 FLAGS = flags.FLAGS
 CUSTOM_DATASET_CONFIG = "flickr25k"
@@ -97,24 +91,13 @@ def config_name(dataset: str, config: str | None = None) -> str:
     return dataset
 
 
-def load_config(name: str, smoke: bool = False) -> dict:
-    """``configs/<name>.py``'s ``get_config(smoke)``; ``ValueError`` naming the choices."""
-    try:
-        module = importlib.import_module(f"configs.{name}")
-    except ModuleNotFoundError:
-        here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-        known = sorted(f[:-3] for f in os.listdir(here) if f.endswith(".py") and f[0] != "_")
-        raise ValueError(f"No config {name!r} in configs/; known: {known}.") from None
-    return module.get_config(smoke=smoke)
-
-
 def resolve_config(
     dataset: str, overrides: dict, config: str | None = None, smoke: bool = False
 ) -> dict:
     """The config for ``dataset`` with ``overrides`` (flag values; None = keep) applied."""
     if not dataset:
         raise ValueError("--dataset is required (e.g. --dataset=cifar10 or folder:/data/photos).")
-    resolved = load_config(config_name(dataset, config), smoke)
+    resolved = common.load_config(config_name(dataset, config), smoke)
     if resolved["dataset"] != dataset:
         # Protocol options belong to the config's own dataset.
         resolved.update(dataset=dataset, protocol_options={})
@@ -221,99 +204,28 @@ def protocol_top_k(config: dict):
     return top_k
 
 
-def evaluate_codes(
-    query_codes, database_codes, query_labels, database_labels, config: dict
-) -> dict:
-    """The protocol's metrics on ±1 codes (aggregated first, computed once)."""
-    evaluation = config["evaluation"]
-    ties = evaluation["ties"]
-    num_database = len(database_codes)
-    metrics = {}
-    for top_k in [protocol_top_k(config), *evaluation["extra_top_k"]]:
-        key = "map@all" if top_k is None else f"map@{top_k}"
-        metrics[key] = mean_average_precision(
-            query_codes,
-            database_codes,
-            query_labels,
-            database_labels,
-            top_k=None if top_k is None else min(int(top_k), num_database),
-            ties=ties,
-        )
-    metrics["map"] = metrics[
-        "map@all" if protocol_top_k(config) is None else f"map@{protocol_top_k(config)}"
-    ]
-    ns = [n for n in evaluation["precision_at"] if n <= num_database]
-    metrics["precision_at_n"] = dict(
-        zip(
-            [str(n) for n in ns],
-            precision_at_n(query_codes, database_codes, query_labels, database_labels, ns).tolist(),
-            strict=True,
-        )
+def evaluate_codes(query, database, config: dict) -> dict:
+    """The protocol's metrics (``tf_bihalf.training.evaluation.evaluate_retrieval``) plus any
+    ``extra_top_k`` mAP@k, on ``(codes, labels)`` pairs aggregated over the whole split."""
+    settings = config["evaluation"]
+    results = evaluation.evaluate_retrieval(
+        query,
+        database,
+        top_k=protocol_top_k(config),
+        precision_ns=settings["precision_at"],
+        ties=settings["ties"],
     )
-    curve = precision_recall_curve(query_codes, database_codes, query_labels, database_labels)
-    metrics["pr_curve"] = {key: np.asarray(value).tolist() for key, value in curve.items()}
-    metrics["precision_radius_2"] = precision_within_radius(
-        query_codes, database_codes, query_labels, database_labels, radius=2
-    )
-    per_bit_entropy, mean_entropy = bit_entropy(database_codes)
-    correlation = bit_correlation(database_codes)
-    off_diagonal = correlation[~np.eye(len(correlation), dtype=bool)]
-    metrics["bits"] = {
-        "balance": bit_balance(database_codes).tolist(),
-        "entropy_per_bit": np.asarray(per_bit_entropy).tolist(),
-        "mean_entropy": float(mean_entropy),
-        "max_abs_correlation": float(np.abs(off_diagonal).max()) if off_diagonal.size else 0.0,
-    }
-    metrics["ties"] = ties
-    return metrics
-
-
-def write_plots(metrics: dict, directory: str, title: str) -> list[str]:
-    """PR curve, precision@N and bit balance PNGs (minimal; see the report)."""
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    os.makedirs(directory, exist_ok=True)
-    written = []
-    figure, axis = plt.subplots(figsize=(4.5, 4))
-    curve = metrics["pr_curve"]
-    axis.plot(curve["recall"], curve["precision"], marker=".")
-    axis.set(xlabel="recall", ylabel="precision", title=f"{title}: PR by Hamming radius")
-    written.append(os.path.join(directory, "pr_curve.png"))
-    figure.savefig(written[-1], dpi=100, bbox_inches="tight")
-    plt.close(figure)
-    figure, axis = plt.subplots(figsize=(4.5, 4))
-    ns = [int(n) for n in metrics["precision_at_n"]]
-    axis.plot(ns, list(metrics["precision_at_n"].values()), marker="o")
-    axis.set(xlabel="N", ylabel="precision@N", title=f"{title}: precision@N")
-    written.append(os.path.join(directory, "precision_at_n.png"))
-    figure.savefig(written[-1], dpi=100, bbox_inches="tight")
-    plt.close(figure)
-    figure, axis = plt.subplots(figsize=(6, 3))
-    balance = metrics["bits"]["balance"]
-    axis.bar(range(len(balance)), balance)
-    axis.axhline(0.5, color="k", linewidth=0.8)
-    axis.set(xlabel="bit", ylabel="fraction of +1", ylim=(0, 1), title=f"{title}: bit balance")
-    written.append(os.path.join(directory, "bit_balance.png"))
-    figure.savefig(written[-1], dpi=100, bbox_inches="tight")
-    plt.close(figure)
-    return written
-
-
-class EpochTimer(keras.callbacks.Callback):
-    """Wall time of each epoch (for the training throughput in results.json)."""
-
-    def __init__(self):
-        super().__init__()
-        self.seconds = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._start)
+    results["map_at_k"] = {str(results["map_at"]): results["map"]}
+    for k in settings["extra_top_k"]:
+        results["map_at_k"][str(k)] = mean_average_precision(
+            query[0],
+            database[0],
+            query[1],
+            database[1],
+            top_k=min(int(k), len(database[0])),
+            ties=settings["ties"],
+        )
+    return results
 
 
 # --- Training ----------------------------------------------------------------------------
@@ -322,7 +234,7 @@ class EpochTimer(keras.callbacks.Callback):
 def train(config: dict, workdir: str, data_dir: str | None = None) -> dict:
     """Runs one training + evaluation (see the module docstring); returns results.json's dict."""
     run = prepare_workdir(workdir, config)
-    keras.utils.set_random_seed(config["seed"])
+    keras.utils.set_random_seed(int(config["seed"]))
     splits = load_splits(config, data_dir)
     image_protocols.write_splits(splits, os.path.join(run.path, "splits"))
     strategy = get_strategy(config["strategy"])
@@ -351,8 +263,8 @@ def train(config: dict, workdir: str, data_dir: str | None = None) -> dict:
         optimizer = build_optimizer(learning_rate=learning_rate, **optimizer_config)
         model.compile(optimizer=optimizer)
     checkpoint = TrainingCheckpoint(run.checkpoint_dir, model, optimizer)
-    cached = {}
-    timing = {}
+
+    timing, cached = {}, {}
     if use_cache:
         cache_dir = config["cache_dir"] or os.path.join(run.path, "feature_cache")
         cache = FeatureCache.for_hasher(cache_dir, hasher, resize=config["resize"])
@@ -360,23 +272,34 @@ def train(config: dict, workdir: str, data_dir: str | None = None) -> dict:
             cached[name] = cache.load_or_build(
                 name, splits.split(name), batch_size=config["extract_batch_size"]
             )
-            timing[f"extract_{name}_images_per_second"] = cached[name].images_per_second
-            timing[f"extract_{name}_cache_hit"] = cached[name].hit
+            timing[f"extract_{name}"] = {
+                "cache_hit": cached[name].hit,
+                "images_per_second": cached[name].images_per_second,
+            }
+        sample_inputs = cached["train"].features[:2000]
+    else:
+        sample_inputs = next(
+            iter(
+                image_dataset(
+                    splits.train,
+                    config["image_size"],
+                    min(256, len(splits.train)),
+                    resize=config["resize"],
+                    on_decode_error="raise",
+                )
+            )
+        )[0]
     with strategy.scope():
-        if use_cache:
-            model(cached["train"].features[:batch_size])  # Builds the variables.
-        else:
-            model(np.zeros((batch_size, *config["input_shape"]), "float32"))
+        model(sample_inputs[:batch_size])  # Builds the variables before a restore.
         initial_epoch = checkpoint.restore()
     if initial_epoch:
         logging.info("Resuming %s after epoch %d.", run.path, initial_epoch)
-    timer = EpochTimer()
-    callbacks = [
-        checkpoint.callback(),
-        keras.callbacks.TensorBoard(run.tensorboard_dir),
-        timer,
-        *schedule_callbacks,
-    ]
+
+    timer = common.EpochTimer()
+    monitor = BitMonitor(sample_inputs, os.path.join(run.tensorboard_dir, "bits"))
+    callbacks = common.standard_callbacks(
+        run, checkpoint, extra=[*schedule_callbacks, monitor], timer=timer
+    )
     if initial_epoch < config["epochs"]:
         if use_cache:
             train_data = epoch_batches(
@@ -388,6 +311,7 @@ def train(config: dict, workdir: str, data_dir: str | None = None) -> dict:
                 drop_remainder=True,
             )
         else:
+            # End to end, a resumed run reshuffles with another seed (images are not in memory).
             train_data = image_dataset(
                 splits.train,
                 image_size=config["image_size"],
@@ -406,56 +330,44 @@ def train(config: dict, workdir: str, data_dir: str | None = None) -> dict:
             callbacks=callbacks,
             verbose=2,
         )
-    if timer.seconds:
-        timing["train_seconds_per_epoch"] = float(np.median(timer.seconds))
-        timing["train_examples_per_second"] = steps * batch_size / timing["train_seconds_per_epoch"]
+    timing["train"] = common.throughput(timer, steps * batch_size)
 
     start = time.perf_counter()
     if use_cache:
-        query_codes = hasher.encode_features(cached["query"].features)
-        database_codes = hasher.encode_features(cached["database"].features)
-        query_labels, database_labels = cached["query"].labels, cached["database"].labels
+        query = (hasher.encode_features(cached["query"].features), cached["query"].labels)
+        database = (hasher.encode_features(cached["database"].features), cached["database"].labels)
     else:
-        encode = config["evaluation"]["batch_size"]
-        query_codes, query_labels = hasher.encode_images(
-            image_dataset(
-                splits.query,
-                config["image_size"],
-                encode,
-                resize=config["resize"],
-                on_decode_error="raise",
+        size, resize = config["evaluation"]["batch_size"], config["resize"]
+        query, database = (
+            evaluation.encode_dataset(
+                hasher,
+                image_dataset(
+                    splits.split(name),
+                    config["image_size"],
+                    size,
+                    resize=resize,
+                    on_decode_error="raise",
+                ),
+                description=f"encoding {name}",
             )
-        )
-        database_codes, database_labels = hasher.encode_images(
-            image_dataset(
-                splits.database,
-                config["image_size"],
-                encode,
-                resize=config["resize"],
-                on_decode_error="raise",
-            )
+            for name in ("query", "database")
         )
     timing["encode_seconds"] = time.perf_counter() - start
-    metrics = evaluate_codes(query_codes, database_codes, query_labels, database_labels, config)
+    metrics = evaluate_codes(query, database, config)
     hasher.save(run.encoder_path)
     title = f"{config['dataset']} {config['hash_layer']} {config['bits']} bits"
-    plots = write_plots(metrics, run.plots_dir, title)
+    written = plots.write_plots(metrics, run.plots_dir, title)
     results = {
         "metrics": metrics,
         "config": config,
         "data_report": splits.report,
         "timing": timing,
-        "epochs_completed": config["epochs"],
         "replicas": strategy.num_replicas_in_sync,
-        "plots": [os.path.relpath(p, run.path) for p in plots],
+        "plots": [os.path.relpath(path, run.path) for path in written],
     }
     run.write_results(results)
     logging.info(
-        "%s: mAP %.4f (%s); results in %s",
-        title,
-        metrics["map"],
-        json.dumps({k: v for k, v in metrics.items() if k.startswith("map@")}),
-        run.results_path,
+        "%s: mAP@%s %.4f; results in %s", title, metrics["map_at"], metrics["map"], run.results_path
     )
     return results
 
@@ -463,7 +375,7 @@ def train(config: dict, workdir: str, data_dir: str | None = None) -> dict:
 def main(argv):
     del argv
     if not FLAGS.workdir:
-        raise app.UsageError("--workdir is required.")
+        raise ValueError("--workdir is required.")
     overrides = {
         "bits": FLAGS.bits,
         "hash_layer": FLAGS.hash_layer,
@@ -480,9 +392,8 @@ def main(argv):
     }
     config = resolve_config(FLAGS.dataset, overrides, FLAGS.config, FLAGS.smoke)
     results = train(config, FLAGS.workdir, FLAGS.data_dir)
-    summary = {k: round(v, 4) for k, v in results["metrics"].items() if k.startswith("map")}
-    print(json.dumps({"workdir": FLAGS.workdir, **summary}))
+    print(json.dumps({"workdir": FLAGS.workdir, "map_at_k": results["metrics"]["map_at_k"]}))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

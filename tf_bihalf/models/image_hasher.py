@@ -144,6 +144,16 @@ class ImageHasher(keras.Model):
         outputs = self.tail(self.extractor(images))
         return keras.Model(images, outputs["continuous"], name="continuous")
 
+    @property
+    def continuous_encoder(self) -> keras.Model:
+        """Images -> U; the ``tf_bihalf.training.submodels`` protocol (BitMonitor)."""
+        return self.continuous_model
+
+    @property
+    def encoder(self) -> keras.Model:
+        """Images -> codes: the hasher itself (``sign(U)`` with ``training=False``)."""
+        return self
+
     def training_network(self, from_features: bool) -> keras.Model:
         """The network to train: frozen features (``from_features``) or images -> the tail's
         dict ``{"features", "continuous", "codes"}``; it shares the hasher's layers."""
@@ -198,8 +208,9 @@ class SimilarityPreservingModel(keras.Model):
     """Trains a hash network with the cosine similarity-preservation loss (REFERENCE §3).
 
     ``network`` maps its inputs (images or cached frozen features) to a dict with
-    ``"features"`` (x, the backbone features after the per-step top) and ``"codes"`` (b, the
-    hash layer's training output). The loss is ``loss(x, b)`` plus every loss the layers add
+    ``"features"`` (x, the backbone features after the per-step top), ``"continuous"`` (U) and
+    ``"codes"`` (b, the hash layer's training output); ``continuous_encoder`` / ``encoder``
+    (input -> U / codes) serve ``tf_bihalf.callbacks.BitMonitor``. The loss is ``loss(x, b)`` plus every loss the layers add
     (e.g. ``SignReg``'s balance term); labels in the dataset are ignored (unsupervised).
 
     Args:
@@ -218,6 +229,10 @@ class SimilarityPreservingModel(keras.Model):
         super().__init__(**kwargs)
         self.network = network
         self.similarity_loss = loss if loss is not None else CosineSimilarityPreservation()
+        # The tf_bihalf.training.submodels protocol: network input -> U / codes.
+        outputs = network.output
+        self.continuous_encoder = keras.Model(network.inputs, outputs["continuous"])
+        self.encoder = keras.Model(network.inputs, outputs["codes"])
 
     def call(self, inputs, training=None):
         return self.network(inputs, training=training)
