@@ -179,11 +179,11 @@ class ImageHasher(keras.Model):
             labels.append(np.asarray(batch_labels))
         return np.concatenate(codes), np.concatenate(labels)
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, autograph=False)
     def _encode_tail(self, features):
         return self.tail(features, training=False)["codes"]
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, autograph=False)
     def _encode_images(self, images):
         return self(images, training=False)
 
