@@ -83,6 +83,9 @@ def build_export_archive(model: keras.Model, spec: EncoderSpec) -> keras.export.
     archive.track(model)
 
     def encode_floats(inputs):
+        # A signature does not check the shape of what it is fed (neither does TF Serving), and
+        # a pooled backbone would happily encode a wrongly sized image: check it in the graph.
+        inputs = tf.ensure_shape(inputs, (None, *spec.input_shape))
         return codes_outputs(model(inputs, training=False))
 
     archive.add_endpoint(

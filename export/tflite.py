@@ -37,6 +37,7 @@ import json
 import os
 import tempfile
 import time
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -153,7 +154,10 @@ def convert(
         converter.representative_dataset = representative_dataset
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     try:
-        return converter.convert()
+        with warnings.catch_warnings():
+            # The converter's own calibration uses the deprecated tf.lite.Interpreter.
+            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+            return converter.convert()
     except Exception as error:  # The converter raises ConverterError and others, long messages.
         message = str(error).strip().splitlines()
         raise RuntimeError(

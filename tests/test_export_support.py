@@ -54,6 +54,24 @@ def image_encoder(bits: int = IMAGE_BITS, image_size=IMAGE_SIZE, seed: int = 1) 
     return keras.Model(inputs, codes, name="image_encoder")
 
 
+def train_briefly(model: keras.Model, inputs: np.ndarray, epochs: int = 4, seed: int = 0):
+    """A few epochs of training so that the model looks trained rather than freshly initialised.
+
+    Targets are balanced random-projection codes of the (centred) inputs; the Bi-half layer
+    trains with its straight-through gradient and gamma term, which pull U away from 0, as in
+    real training. Int8 quantisation error is judged on such a model: at random initialisation
+    U piles up around 0, where any rounding flips a bit.
+    """
+    rng = np.random.default_rng(seed)
+    flat = inputs.reshape(len(inputs), -1)
+    projection = rng.normal(size=(flat.shape[1], model.output_shape[-1])).astype(np.float32)
+    scores = (flat - flat.mean(axis=0)) @ projection
+    targets = np.where(scores >= np.median(scores, axis=0), 1.0, -1.0).astype(np.float32)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="mse")
+    model.fit(inputs, targets, batch_size=32, epochs=epochs, shuffle=False, verbose=0)
+    return model
+
+
 def make_autoencoder_run(directory: str, bits: int = AUTOENCODER_BITS) -> str:
     config = {
         "bits": bits,
@@ -74,7 +92,8 @@ def make_image_run(directory: str, bits: int = IMAGE_BITS, image_size=IMAGE_SIZE
         "image_size": list(image_size),
         "backbone": "tiny_conv",
     }
-    return write_run(directory, image_encoder(bits, image_size), config)
+    inputs = random_images(256, size=tuple(image_size), seed=3).astype(np.float32)
+    return write_run(directory, train_briefly(image_encoder(bits, image_size), inputs), config)
 
 
 def random_images(count: int, size=(31, 27), seed: int = 0) -> np.ndarray:
