@@ -24,15 +24,16 @@ the list file's directory; ids are the paths as written). Images go through the 
 (unicode) for the images that could not be read or decoded, which are reported and left out.
 No pickled objects: ``np.load(path)`` reads it with ``allow_pickle=False``.
 
-``--index_out`` builds a ``tf_bihalf.search.HammingIndex`` over the codes and saves it, with
-the ids, so that ``--query`` prints ``query, rank, Hamming distance, id`` for the nearest items.
+``--index_out`` builds a ``tf_bihalf.search.HammingIndex`` over the packed codes with the ids
+(strings) and saves it (a directory that ``python -m tf_bihalf.search`` reads too); ``--query``
+then prints ``query, rank, Hamming distance, id`` for the ``-k`` nearest items, ties broken by
+id. Existing outputs are kept unless ``--overwrite``.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 
 import keras
@@ -42,8 +43,6 @@ from absl import logging
 from export import preprocessing
 from export.saved_model import SavedModelEncoder
 from export.validation import check_float_inputs
-
-IDS_FILE = "ids.json"
 
 
 @dataclasses.dataclass
@@ -163,48 +162,33 @@ def _hamming_index_class():
     return HammingIndex
 
 
-def build_index(collection: EncodedCollection, bits: int, directory: str) -> None:
-    """Builds a ``HammingIndex`` over the packed codes and saves it, with the ids, in
-    ``directory`` (the index as ``HammingIndex.save`` writes it, the ids in ``ids.json``)."""
-    index_class = _hamming_index_class()
-    index = index_class(bits)
-    index.add(collection.codes_packed, ids=np.arange(len(collection.ids)))
-    os.makedirs(directory, exist_ok=True)
-    index.save(os.path.join(directory, "index"))
-    with open(os.path.join(directory, IDS_FILE), "w", encoding="utf-8") as file:
-        json.dump({"bits": int(bits), "ids": collection.ids}, file)
+def build_index(
+    collection: EncodedCollection, bits: int, directory: str, overwrite: bool = False
+) -> str:
+    """Builds a ``tf_bihalf.search.HammingIndex`` over the packed codes, with the collection's
+    ids (strings), and saves it to ``directory`` (also readable by ``python -m tf_bihalf.search``)."""
+    index = _hamming_index_class()(bits)
+    index.add(collection.codes_packed, ids=np.array(collection.ids, dtype=str))
+    return index.save(directory, overwrite=overwrite)
 
 
 def search_index(
     directory: str, query_packed: np.ndarray, bits: int, k: int
 ) -> list[list[tuple[int, str]]]:
     """Loads the index saved by ``build_index`` and returns, per packed query code, the ``k``
-    nearest items as ``(Hamming distance, id)`` pairs, nearest first."""
-    ids_path = os.path.join(directory, IDS_FILE)
-    if not os.path.isfile(ids_path):
-        raise FileNotFoundError(
-            f"{ids_path!r} not found: build the index with export.encode --index_out {directory}."
-        )
-    with open(ids_path, encoding="utf-8") as file:
-        saved = json.load(file)
-    if int(k) < 1:
+    nearest items as ``(Hamming distance, id)`` pairs, nearest first (ties by id)."""
+    if isinstance(k, bool) or int(k) < 1:
         raise ValueError(f"k must be positive; got {k}.")
-    if int(saved["bits"]) != int(bits):
+    index = _hamming_index_class().load(directory)
+    if index.bits != int(bits):
         raise ValueError(
-            f"The index in {directory!r} holds {saved['bits']}-bit codes but this encoder makes "
+            f"The index in {directory!r} holds {index.bits}-bit codes but this encoder makes "
             f"{bits}-bit codes: query with the encoder that built the index."
         )
-    index = _hamming_index_class().load(os.path.join(directory, "index"))
-    distances, positions = index.search(query_packed, int(k))
+    distances, ids = index.search(query_packed, int(k))
     return [
-        [
-            (int(distance), saved["ids"][int(position)])
-            for distance, position in zip(row_distances, row_positions, strict=True)
-            if int(position) >= 0
-        ]
-        for row_distances, row_positions in zip(
-            np.asarray(distances), np.asarray(positions), strict=True
-        )
+        [(int(distance), str(item)) for distance, item in zip(row_distances, row_ids, strict=True)]
+        for row_distances, row_ids in zip(distances, ids, strict=True)
     ]
 
 
@@ -223,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="codes .npz to write")
     parser.add_argument("--index_out", default=None, help="also build a Hamming index here")
     parser.add_argument("--index", default=None, help="index directory to query")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --out file / --index_out"
+    )
     parser.add_argument("-k", "--k", type=int, default=10, help="neighbours per query")
     parser.add_argument("--batch_size", type=int, default=64)
     args = parser.parse_args(argv)
@@ -232,6 +219,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("query with --query IMAGE... (or --inputs X.npy) --index DIR, without --out")
     if not querying and args.out is None:
         parser.error("--out codes.npz is required to encode a collection")
+    if not querying and not args.out.endswith(".npz"):
+        parser.error("--out must end with .npz")
+    if not querying and not args.overwrite:
+        for path in (args.out, args.index_out):
+            if (
+                path is not None
+                and os.path.exists(path)
+                and (not os.path.isdir(path) or os.listdir(path))
+            ):
+                parser.exit(2, f"error: {path!r} exists; pass --overwrite to replace it.\n")
     if args.batch_size < 1:
         parser.error("--batch_size must be positive")
     try:
@@ -266,13 +263,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             collection.save(args.out)
             if args.index_out is not None:
-                build_index(collection, encoder.bits, args.index_out)
+                build_index(collection, encoder.bits, args.index_out, overwrite=args.overwrite)
             print(f"encoded {len(collection.ids)} items ({encoder.bits} bits) -> {args.out}")
             if args.index_out is not None:
                 print(f"index -> {args.index_out}")
         for item_id, reason in collection.skipped:
             print(f"skipped\t{item_id}\t{reason}")
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, FileExistsError, ValueError) as error:
         parser.exit(2, f"error: {error}\n")
     return 0
 

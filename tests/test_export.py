@@ -542,33 +542,29 @@ def test_encode_cli_list_file_and_inputs(artifacts, encoders, image_folder, tmp_
         )
 
 
-def _has_hamming_index() -> bool:
-    try:
-        from tf_bihalf.search import HammingIndex  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def test_encode_cli_index_and_query(artifacts, image_folder, tmp_path, capsys):
+    from tf_bihalf.search import HammingIndex
+
     folder, names = image_folder
     index_dir = str(tmp_path / "index")
+    out = str(tmp_path / "db.npz")
     argv = [
         "--saved_model",
         artifacts["image"],
         "--images",
         str(folder),
         "--out",
-        str(tmp_path / "db.npz"),
+        out,
         "--index_out",
         index_dir,
     ]
-    if not _has_hamming_index():
-        with pytest.raises(SystemExit):
-            encode_cli.main(argv)
-        assert "HammingIndex is not available" in capsys.readouterr().err
-        return
     assert encode_cli.main(argv) == 0
+    with pytest.raises(SystemExit):  # Existing outputs are kept without --overwrite.
+        encode_cli.main(argv)
+    assert "--overwrite" in capsys.readouterr().err
+    assert encode_cli.main(argv + ["--overwrite"]) == 0
+    index = HammingIndex.load(index_dir)
+    assert index.bits == IMAGE_BITS and sorted(index.ids) == names
     capsys.readouterr()
     query = str(folder / "dogs" / "c.png")
     assert (
@@ -580,11 +576,25 @@ def test_encode_cli_index_and_query(artifacts, image_folder, tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0] == "query\trank\tdistance\tid"
     rows = [line.split("\t") for line in lines[1:]]
-    assert len(rows) == 3
-    with np.load(tmp_path / "db.npz") as saved:
-        codes = saved["codes"].astype(int)
-        ids = list(saved["ids"])
+    assert [row[:2] for row in rows] == [[query, "1"], [query, "2"], [query, "3"]]
+    # Reference: brute-force Hamming distances (K - q.d) / 2, ties by id.
+    with np.load(out) as saved:
+        codes, ids = saved["codes"].astype(int), list(saved["ids"])
     own = codes[ids.index("dogs/c.png")]
     distances = (codes.shape[1] - codes @ own) // 2
-    assert [int(row[2]) for row in rows] == sorted(distances)[:3]
-    assert rows[0][3] == "dogs/c.png" and rows[0][2] == "0"
+    expected = sorted(zip(distances.tolist(), ids, strict=True))[:3]
+    assert [(int(row[2]), row[3]) for row in rows] == expected
+    assert (0, "dogs/c.png") in expected
+    with pytest.raises(SystemExit):  # An index of other codes: 12-bit autoencoder encoder.
+        np.save(tmp_path / "x.npy", inputs_for("autoencoder", 2))
+        encode_cli.main(
+            [
+                "--saved_model",
+                artifacts["autoencoder"],
+                "--inputs",
+                str(tmp_path / "x.npy"),
+                "--index",
+                index_dir,
+            ]
+        )
+    assert "16-bit codes but this encoder makes 12-bit" in capsys.readouterr().err
