@@ -544,6 +544,9 @@ def test_list_dataset_multi_hot_and_class_id(tmp_path):
     np.testing.assert_array_equal(splits.train.indices, train)
     np.testing.assert_array_equal(splits.train.labels, labels[train])
     assert splits.num_classes == 5 and splits.report["unlabeled"] == int((~labels.any(1)).sum())
+    again = load_protocol("list:all.txt", data_dir=str(tmp_path), num_query=6, num_train=10, seed=3)
+    other = load_protocol("list:all.txt", data_dir=str(tmp_path), num_query=6, num_train=10, seed=4)
+    assert again.query.paths == splits.query.paths and other.query.paths != splits.query.paths
     default = load_protocol(f"list:{tmp_path / 'all.txt'}")
     assert len(default.query) == 3 and len(default.train) == 27  # 10% queries, train = database
 
