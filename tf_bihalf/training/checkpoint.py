@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
@@ -62,7 +63,11 @@ class TrainingCheckpoint:
 
     def _variables(self) -> list:
         if not self.optimizer.built:
-            self.optimizer.build(self.model.trainable_variables)
+            # Optimizer variables must be created under the model's distribution strategy.
+            strategy = getattr(self.model, "distribute_strategy", None)
+            scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+            with scope:
+                self.optimizer.build(self.model.trainable_variables)
         return list(self.model.variables) + list(self.optimizer.variables)
 
     def epochs_available(self) -> list[int]:

@@ -1,0 +1,174 @@
+"""The hashing autoencoder of the paper's MNIST experiment (Fig. 3; REFERENCE §3).
+
+::
+
+    x (784) -> Dense 256, ReLU -> Dense K  = U (continuous)
+            -> hash layer (Bi-half / sign / ...)  = B (±1 in training and at inference)
+            -> Dense 256, ReLU -> Dense 784, sigmoid  = reconstruction of x
+
+The decoder is fed the BINARY codes B, never U, so the reconstruction loss trains the encoder
+only through the hash layer's gradient. Dense layers are initialised as PyTorch's ``nn.Linear``:
+weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+
+Sub-models (sharing the layers and weights of the autoencoder):
+
+- ``model.encoder``: raw input (N, input_dim) -> ±1 codes (float32); call it with
+  ``training=False`` (or use ``encode``) to get ``sign(U)``. This is what a run saves as
+  ``RUN/encoder.keras``.
+- ``model.continuous_encoder``: raw input -> U, the hash layer's input (used by
+  ``tf_bihalf.callbacks.BitMonitor``).
+
+Example:
+
+>>> model = HashingAutoencoder(bits=16)
+>>> codes = model.encode(np.zeros((3, 784), "float32"))
+>>> codes.shape, codes.dtype
+((3, 16), dtype('int8'))
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+
+from tf_bihalf import layers as hash_layers
+
+HASH_LAYER_NAME = "hash_layer"
+
+
+def torch_linear_initializers(fan_in: int, seed: int | None = None):
+    """PyTorch ``nn.Linear`` default init: kernel and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / math.sqrt(fan_in)
+    kernel = keras.initializers.RandomUniform(-bound, bound, seed=seed)
+    bias = keras.initializers.RandomUniform(-bound, bound, seed=None if seed is None else seed + 1)
+    return kernel, bias
+
+
+def _dense(units: int, fan_in: int, activation, name: str) -> keras.layers.Dense:
+    kernel, bias = torch_linear_initializers(fan_in)
+    return keras.layers.Dense(
+        units,
+        activation=activation,
+        kernel_initializer=kernel,
+        bias_initializer=bias,
+        name=name,
+    )
+
+
+@keras.saving.register_keras_serializable(package="tf_bihalf")
+class HashingAutoencoder(keras.Model):
+    """Fully connected autoencoder with a hash layer between encoder and decoder.
+
+    Args:
+        bits: code length K (>= 1).
+        hash_layer: name for ``tf_bihalf.layers.get`` (``bihalf``, ``sign``, ``signreg``,
+            ``tanh``, ``relaxed``, ``median``).
+        hidden: width of the hidden layer of encoder and decoder (256 in the paper).
+        input_dim: number of input pixels (784 for 28x28 images).
+        hash_layer_kwargs: constructor arguments of the hash layer, e.g. ``{"gamma": 1.0}``.
+        **kwargs: passed to ``keras.Model`` (``name``, ...).
+
+    Call arguments:
+        inputs: float32 (batch, input_dim) pixels in [0, 1].
+        training: bool; selects the hash layer's training behaviour.
+
+    Returns:
+        float32 (batch, input_dim) reconstruction probabilities.
+
+    Example:
+
+    >>> model = HashingAutoencoder(bits=8, hash_layer="bihalf", hash_layer_kwargs={"gamma": 1.0})
+    >>> model(np.zeros((4, 784), "float32"), training=True).shape
+    TensorShape([4, 784])
+
+    Reference:
+        Li & van Gemert, "Deep Unsupervised Image Hashing by Maximizing Bit Entropy",
+        AAAI 2021, section 4.1 and Fig. 3.
+    """
+
+    def __init__(
+        self,
+        bits: int = 32,
+        hash_layer: str = "bihalf",
+        hidden: int = 256,
+        input_dim: int = 784,
+        hash_layer_kwargs: dict | None = None,
+        **kwargs,
+    ):
+        for argument, value in (("bits", bits), ("hidden", hidden), ("input_dim", input_dim)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{argument} must be a positive integer; got {value!r}.")
+        if not isinstance(hash_layer, str):
+            raise ValueError(f"hash_layer must be a layer name; got {hash_layer!r}.")
+        hash_layer_kwargs = dict(hash_layer_kwargs or {})
+
+        # === Layers ===
+        # `tf_bihalf.layers.get(name, ...)` takes the layer name positionally, so the Keras
+        # layer name is given through the class itself.
+        if hash_layer.lower() not in hash_layers.LAYERS:
+            hash_layers.get(hash_layer)  # raises the ValueError listing the known layers
+        hash_block = hash_layers.LAYERS[hash_layer.lower()](
+            name=HASH_LAYER_NAME, **hash_layer_kwargs
+        )
+
+        # === Functional model ===
+        inputs = keras.Input(shape=(int(input_dim),), name="pixels")
+        x = _dense(hidden, input_dim, "relu", "encoder_hidden")(inputs)
+        continuous = _dense(bits, hidden, None, "encoder_projection")(x)
+        codes = hash_block(continuous)
+        x = _dense(hidden, bits, "relu", "decoder_hidden")(codes)
+        reconstruction = _dense(input_dim, hidden, "sigmoid", "decoder_output")(x)
+        super().__init__(inputs=inputs, outputs=reconstruction, **kwargs)
+
+        # === Config ===
+        self.bits = int(bits)
+        self.hash_layer = hash_layer
+        self.hidden = int(hidden)
+        self.input_dim = int(input_dim)
+        self.hash_layer_kwargs = hash_layer_kwargs
+
+    def _submodel(self, output_of: str) -> keras.Model:
+        layer = self.get_layer(HASH_LAYER_NAME)
+        tensor = layer.output if output_of == "codes" else layer.input
+        return keras.Model(self.input, tensor, name=f"{self.name}_{output_of}")
+
+    @property
+    def encoder(self) -> keras.Model:
+        """Raw input -> ±1 codes (sign(U) with ``training=False``); shares this model's weights."""
+        return self._submodel("codes")
+
+    @property
+    def continuous_encoder(self) -> keras.Model:
+        """Raw input -> U, the continuous input of the hash layer; shares this model's weights."""
+        return self._submodel("continuous")
+
+    def encode(self, inputs, batch_size: int = 1024) -> np.ndarray:
+        """``sign(U)`` codes as int8 ±1 (N, bits), computed in batches at inference."""
+        encoder = self.encoder
+        inputs = np.asarray(inputs, dtype="float32")
+        if inputs.ndim != 2 or inputs.shape[1] != self.input_dim:
+            raise ValueError(
+                f"encode expects (N, {self.input_dim}) pixels; got shape {inputs.shape}."
+            )
+        parts = [
+            keras.ops.convert_to_numpy(encoder(inputs[start : start + batch_size], training=False))
+            for start in range(0, len(inputs), batch_size)
+        ] or [np.zeros((0, self.bits), np.float32)]
+        return np.where(np.concatenate(parts) >= 0, 1, -1).astype(np.int8)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "bits": self.bits,
+            "hash_layer": self.hash_layer,
+            "hidden": self.hidden,
+            "input_dim": self.input_dim,
+            "hash_layer_kwargs": dict(self.hash_layer_kwargs),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
