@@ -393,7 +393,7 @@ def _storage_refs(obj, found: dict[str, _StorageRef]) -> dict[str, _StorageRef]:
 
 
 def _load_legacy(stream: io.BytesIO) -> dict[str, np.ndarray]:
-    if pickle.Unpickler(stream).load() != _LEGACY_MAGIC:  # an int: safe to load as is
+    if _TorchUnpickler(stream).load() != _LEGACY_MAGIC:
         raise ValueError("Not a torch.save file (bad magic number).")
     protocol = _TorchUnpickler(stream).load()
     if protocol != _LEGACY_PROTOCOL:

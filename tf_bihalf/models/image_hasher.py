@@ -18,7 +18,7 @@ The head is initialised like PyTorch's ``nn.Linear``: weight and bias ~
 ``hasher.tail`` is the part after the extractor as its own model (frozen features ->
 ``{"features": x, "continuous": U, "codes": b}``); training on cached features trains exactly
 these layers, so the full ``ImageHasher`` (which contains the same layer objects) is the
-trained encoder afterwards. ``hasher.continuous_model`` maps images to U (for bit monitoring).
+trained encoder afterwards. ``hasher.continuous_model()`` maps images to U.
 ``SimilarityPreservingModel`` wraps either network with the cosine loss for ``fit``.
 
 Example:
@@ -137,22 +137,12 @@ class ImageHasher(keras.Model):
     def hash_layer(self) -> keras.layers.Layer:
         return self.tail.layers[-1]
 
-    @property
     def continuous_model(self) -> keras.Model:
-        """Images -> continuous U ``(N, bits)`` (shares the hasher's layers)."""
+        """Images -> continuous U ``(N, bits)`` (a new model sharing the hasher's layers; a
+        method, not a property, so that Keras' saving never walks into it)."""
         images = keras.Input((*self.image_size, 3), name="images")
         outputs = self.tail(self.extractor(images))
         return keras.Model(images, outputs["continuous"], name="continuous")
-
-    @property
-    def continuous_encoder(self) -> keras.Model:
-        """Images -> U; the ``tf_bihalf.training.submodels`` protocol (BitMonitor)."""
-        return self.continuous_model
-
-    @property
-    def encoder(self) -> keras.Model:
-        """Images -> codes: the hasher itself (``sign(U)`` with ``training=False``)."""
-        return self
 
     def training_network(self, from_features: bool) -> keras.Model:
         """The network to train: frozen features (``from_features``) or images -> the tail's
