@@ -70,7 +70,11 @@ class BitMonitor(keras.callbacks.Callback):
             self.feature_model = submodels.continuous_encoder(self.model)
         if self.code_model is None:
             self.code_model = submodels.code_encoder(self.model)
-        self._writer = tf.summary.create_file_writer(self.log_dir)
+
+    def _summary_writer(self):
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        return self._writer
 
     def on_train_end(self, logs=None):
         if self._writer is not None:
@@ -96,7 +100,7 @@ class BitMonitor(keras.callbacks.Callback):
             "bits/fraction_positive_max": float(balance.max()),
         }
         shown = min(self.histogram_bits, u.shape[1])
-        with self._writer.as_default(step=step):
+        with self._summary_writer().as_default(step=step):
             for bit in range(shown):
                 tf.summary.histogram(f"U/bit_{bit:02d}", u[:, bit])
                 tf.summary.scalar(f"bits/fraction_positive/bit_{bit:02d}", balance[bit])

@@ -68,7 +68,11 @@ class RetrievalEvaluation(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         if self.encoder is None:
             self.encoder = submodels.code_encoder(self.model)
-        self._writer = tf.summary.create_file_writer(self.log_dir)
+
+    def _summary_writer(self):
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        return self._writer
 
     def on_train_end(self, logs=None):
         if self._writer is not None:
@@ -90,7 +94,7 @@ class RetrievalEvaluation(keras.callbacks.Callback):
             values["retrieval/map_ties_average"] = metrics.mean_average_precision(
                 *arguments, top_k=self.top_k, ties="average"
             )
-        with self._writer.as_default(step=step):
+        with self._summary_writer().as_default(step=step):
             for name, value in values.items():
                 tf.summary.scalar(name, value)
         self._writer.flush()
