@@ -10,7 +10,7 @@ The decoder is fed the BINARY codes B, never U, so the reconstruction loss train
 only through the hash layer's gradient. Dense layers are initialised as PyTorch's ``nn.Linear``:
 weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 
-Sub-models (sharing the layers and weights of the autoencoder):
+Sub-models (attributes sharing the layers and weights of the autoencoder):
 
 - ``model.encoder``: raw input (N, input_dim) -> ±1 codes (float32); call it with
   ``training=False`` (or use ``encode``) to get ``sign(U)``. This is what a run saves as
@@ -122,27 +122,18 @@ class HashingAutoencoder(keras.Model):
         reconstruction = _dense(input_dim, hidden, "sigmoid", "decoder_output")(x)
         super().__init__(inputs=inputs, outputs=reconstruction, **kwargs)
 
+        # === Sub-models (share this model's layers; the tf_bihalf.training.submodels protocol) ===
+        # Plain attributes built once: Keras' saving walks every attribute, so properties that
+        # built a new model on each access would be rebuilt (and stored empty) on every save.
+        self.encoder = keras.Model(inputs, codes, name="encoder")
+        self.continuous_encoder = keras.Model(inputs, continuous, name="continuous_encoder")
+
         # === Config ===
         self.bits = int(bits)
         self.hash_layer = hash_layer
         self.hidden = int(hidden)
         self.input_dim = int(input_dim)
         self.hash_layer_kwargs = hash_layer_kwargs
-
-    def _submodel(self, output_of: str) -> keras.Model:
-        layer = self.get_layer(HASH_LAYER_NAME)
-        tensor = layer.output if output_of == "codes" else layer.input
-        return keras.Model(self.input, tensor, name=f"{self.name}_{output_of}")
-
-    @property
-    def encoder(self) -> keras.Model:
-        """Raw input -> ±1 codes (sign(U) with ``training=False``); shares this model's weights."""
-        return self._submodel("codes")
-
-    @property
-    def continuous_encoder(self) -> keras.Model:
-        """Raw input -> U, the continuous input of the hash layer; shares this model's weights."""
-        return self._submodel("continuous")
 
     def encode(self, inputs, batch_size: int = 1024) -> np.ndarray:
         """``sign(U)`` codes as int8 ±1 (N, bits), computed in batches at inference."""
