@@ -1,6 +1,6 @@
 """Image decoding shared by the exported ``image_bytes`` signature and the export tools.
 
-An encoded image (JPEG, PNG, BMP or the first frame of a GIF) becomes the encoder's raw input:
+An encoded image (JPEG, PNG, BMP, WebP or the first frame of a GIF) becomes the encoder's raw input:
 float32 ``(H, W, 3)`` RGB in [0, 255] at the model's ``image_size``, exactly as the training and
 evaluation pipeline (``tf_bihalf.data.image_pipeline``) makes it: ``tf.io.decode_image(channels=3,
 expand_animations=False)`` (grayscale replicated to RGB, alpha dropped), then that module's
@@ -25,9 +25,10 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from export.validation import error_reason
 from tf_bihalf.data.image_pipeline import RESIZE_MODES, resize_images
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
 
 def decode_image(image_bytes: tf.Tensor, image_size, resize: str = "stretch") -> tf.Tensor:
@@ -97,6 +98,7 @@ def load_image_arrays(
 
 
 def _short_reason(error: Exception) -> str:
-    """The first line of an error message, without TensorFlow's op context."""
-    message = getattr(error, "message", None) or str(error)
-    return f"{type(error).__name__}: {message.strip().splitlines()[0][:200]}"
+    """``"<ErrorType>: <the informative line of the message>"``."""
+    if isinstance(error, OSError) and error.strerror:
+        return f"{type(error).__name__}: {error.strerror}"
+    return f"{type(error).__name__}: {error_reason(error)}"

@@ -10,7 +10,7 @@ writes ``DIR/NAME/N/`` (``--overwrite`` replaces an existing version), built wit
 - ``serving_default``: ``inputs`` float32 ``(None,) + input_shape`` (the model's raw input:
   autoencoder pixels in [0, 1], image models RGB in [0, 255]) -> ``{"codes": int8 ±1 (N, K),
   "codes_packed": uint8 (N, ceil(K/8))}``;
-- ``image_bytes`` (image models): ``image_bytes`` string ``(None,)`` of encoded JPEG/PNG/BMP/GIF
+- ``image_bytes`` (image models): ``image_bytes`` string ``(None,)`` of encoded JPEG/PNG/BMP/GIF/WebP
   files -> the same outputs; decoding, RGB conversion and the resize to ``image_size`` run in
   the graph (``export.preprocessing``).
 
@@ -47,7 +47,7 @@ from absl import logging
 
 from export import preprocessing
 from export.run_directory import EncoderSpec, load_run
-from export.validation import check_float_inputs, check_image_bytes
+from export.validation import check_float_inputs, check_image_bytes, error_reason
 from tf_bihalf.codes import pack_tf, packed_width
 
 FLOAT_SIGNATURE = "serving_default"
@@ -259,8 +259,7 @@ class SavedModelEncoder:
                 return function(**{BYTES_INPUT_KEY: tf.constant(chunk, dtype=tf.string)})
             except tf.errors.InvalidArgumentError as error:
                 raise ValueError(
-                    "Could not decode an image of this batch (JPEG, PNG, BMP and GIF are "
-                    f"supported): {error.message.splitlines()[0]}"
+                    f"Could not decode an image of this batch: {error_reason(error)}"
                 ) from None
 
         return _run_batched(run, images, batch_size, self.bits)

@@ -15,6 +15,8 @@ ValueError: Expected inputs of shape (batch, 784); got shape (784,). ...
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 
@@ -56,7 +58,7 @@ def check_float_inputs(inputs, input_shape) -> np.ndarray:
 
 
 def check_image_bytes(images) -> list[bytes]:
-    """Returns ``images`` as a list of ``bytes`` (encoded JPEG/PNG/BMP/GIF file contents)."""
+    """Returns ``images`` as a list of ``bytes`` (encoded JPEG/PNG/BMP/GIF/WebP file contents)."""
     if isinstance(images, (bytes, bytearray)):
         raise ValueError("Expected a list of encoded images; wrap a single image as [image_bytes].")
     if isinstance(images, np.ndarray) and images.dtype.kind in "fiu":
@@ -77,3 +79,18 @@ def check_image_bytes(images) -> list[bytes]:
             )
         result.append(bytes(image))
     return result
+
+
+def error_reason(error: Exception) -> str:
+    """The informative line of an error message, without TensorFlow's graph-execution framing.
+
+    Example: ``"Graph execution error:\n\nDetected at node ...\nInvalid PNG data, size 100\n\t
+    [[{{node ...}}]]"`` -> ``"Invalid PNG data, size 100"``.
+    """
+    message = getattr(error, "message", None) or str(error)
+    framing = ("Graph execution error", "Detected at node", "<stack traces unavailable>", "[[")
+    lines = [line.strip() for line in message.splitlines()]
+    useful = [line for line in lines if line and not line.startswith(framing)]
+    reason = useful[0] if useful else message.strip()
+    reason = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", reason)
+    return re.sub(r"\s*\[Op:[^\]]*\]$", "", reason)[:300]
