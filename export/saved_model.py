@@ -80,7 +80,8 @@ def codes_outputs(codes: tf.Tensor) -> dict[str, tf.Tensor]:
 def build_export_archive(model: keras.Model, spec: EncoderSpec) -> keras.export.ExportArchive:
     """The ExportArchive with the ``serving_default`` (and ``image_bytes``) endpoints."""
     archive = keras.export.ExportArchive()
-    archive.track(model)
+    # Not archive.track(model): that also saves the Keras variable wrappers, a second copy of
+    # every weight; the endpoints track the variables they use.
 
     def encode_floats(inputs):
         # A signature does not check the shape of what it is fed (neither does TF Serving), and

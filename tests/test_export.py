@@ -120,6 +120,13 @@ def test_signatures_and_sidecar(artifacts):
     assert set(sidecar["signatures"]) == {"serving_default", "image_bytes"}
 
 
+@pytest.mark.parametrize("kind", ["autoencoder", "image"])
+def test_weights_are_stored_once(kind, artifacts, models):
+    reader = tf.train.load_checkpoint(os.path.join(artifacts[kind], "variables", "variables"))
+    stored = [key for key in reader.get_variable_to_shape_map() if "VARIABLE_VALUE" in key]
+    assert len(stored) == len(models[kind].weights)
+
+
 def test_exported_graph_has_no_sort_ops(artifacts, tmp_path):
     for kind in ("autoencoder", "image"):
         assert find_sort_ops(artifacts[kind]) == {}

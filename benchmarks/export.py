@@ -1,0 +1,276 @@
+"""Encoder throughput and batch-1 latency: Keras vs SavedModel vs TFLite float32 vs TFLite int8.
+
+    python -m benchmarks.export                                   # two built models (below)
+    python -m benchmarks.export --run mnist=runs/mnist_64 --run fmnist=runs/fmnist_rgb_64
+    python -m benchmarks.export --build autoencoder --build efficientnet_lite0_224 --seconds 5
+
+Every model goes through the real export path (run directory -> ``export.saved_model`` ->
+``export.tflite``) and each runtime encodes the same evaluation inputs:
+
+- ``keras``: ``model.predict_on_batch`` (compiled predict function) + sign;
+- ``saved_model``: the ``serving_default`` signature of the reloaded SavedModel;
+- ``tflite_fp32`` / ``tflite_int8``: ``ai_edge_litert`` with ``--threads`` threads (XNNPACK).
+
+Per runtime: throughput at ``--batch_size`` (images/s, median of repeated timed calls over about
+``--seconds``), batch-1 latency (median and 90th percentile), artifact size, and the fraction of
+code bits equal to the Keras model's on held-out inputs (int8 is calibrated on a disjoint set).
+
+Models: ``--run NAME=DIR`` benchmarks a training run directory; ``--build`` makes an untrained
+one: ``autoencoder`` (784-256-64 + Bi-half, the MNIST encoder) or
+``<backbone>_<size>`` (``tf_bihalf.models.image_hasher.ImageHasher``, 64 bits, e.g.
+``efficientnet_lite0_224``, ``mobilenet_v3_small_224``) with ``--weights`` (``none`` or
+``imagenet``; an untrained hash head either way). Inputs: MNIST / Fashion-MNIST test images
+(pixels rounded for the autoencoder; gray -> RGB, resized like the training pipeline for image
+models) when ``tf_bihalf.data.mnist`` can load them, else generated images (said in the table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from export import tflite
+from export.run_directory import EncoderSpec, load_run
+from export.saved_model import export_saved_model
+
+BITS = 64
+
+
+def _timed(function, repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def measure(function, batch: np.ndarray, single: np.ndarray, seconds: float) -> dict:
+    """Throughput at ``len(batch)`` and batch-1 latency of ``function(inputs)``."""
+    function(batch)  # Warm-up (tracing, allocation).
+    function(single)
+    first = _timed(lambda: function(batch), 1)[0]
+    repeats = max(3, int(seconds / max(first, 1e-6)))
+    batch_times = _timed(lambda: function(batch), repeats)
+    single_first = _timed(lambda: function(single), 1)[0]
+    single_repeats = int(min(max(10, seconds / max(single_first, 1e-6)), 2000))
+    single_times = _timed(lambda: function(single), single_repeats)
+    return {
+        "throughput": len(batch) / float(np.median(batch_times)),
+        "latency_ms": 1000 * float(np.median(single_times)),
+        "latency_p90_ms": 1000 * float(np.percentile(single_times, 90)),
+    }
+
+
+def _directory_size(path: str) -> int:
+    return sum(
+        os.path.getsize(os.path.join(root, name))
+        for root, _, files in os.walk(path)
+        for name in files
+    )
+
+
+def load_images(spec: EncoderSpec, count: int, seed: int = 0) -> tuple[np.ndarray, str]:
+    """Raw model inputs for ``spec``: MNIST / Fashion-MNIST test images, or generated ones."""
+    try:
+        from tf_bihalf.data import mnist
+
+        if spec.model_type == "autoencoder":
+            name, options = "mnist", {"pixels": "rounded"}
+        else:
+            name, options = "fashion_mnist", {"pixels": "uint8", "flatten": False}
+        _, (images, _) = mnist.load(name, **options)
+        source = f"{name} test"
+    except Exception as error:  # No data here: say so in the table rather than stop.
+        logging.warning("Test images unavailable (%s); using generated images.", error)
+        images, source = None, "generated"
+    rng = np.random.default_rng(seed)
+    if spec.model_type == "autoencoder":
+        if images is None:
+            images = (rng.uniform(0, 1, (count, 784)) > 0.7).astype(np.float32)
+        return images[rng.permutation(len(images))[:count]].astype(np.float32), source
+    from tf_bihalf.data.image_pipeline import resize_images
+
+    if images is None:
+        gray = rng.uniform(0, 255, (count, 28, 28)).astype(np.float32)
+    else:
+        gray = images[rng.permutation(len(images))[:count]]
+    rgb = np.repeat(gray[..., None], 3, axis=-1).astype(np.uint8)
+    resized = resize_images(rgb, spec.image_size, spec.resize).numpy()
+    return np.round(resized).astype(np.float32), source
+
+
+def build_model(name: str, weights: str | None) -> tuple[keras.Model, EncoderSpec]:
+    """An untrained encoder: ``autoencoder`` or ``<backbone>_<size>`` (see the module doc)."""
+    if name == "autoencoder":
+        from tf_bihalf.models.autoencoder import HashingAutoencoder
+
+        model = HashingAutoencoder(bits=BITS, hash_layer="bihalf", hash_layer_kwargs={"gamma": 1.0})
+        spec = EncoderSpec(BITS, "autoencoder", (784,), "bihalf")
+        return model.encoder, spec
+    backbone, _, size = name.rpartition("_")
+    if not backbone or not size.isdigit():
+        raise ValueError(f"--build takes 'autoencoder' or '<backbone>_<size>'; got {name!r}.")
+    from tf_bihalf.models.image_hasher import ImageHasher
+
+    size = int(size)
+    model = ImageHasher(
+        backbone=backbone, bits=BITS, hash_layer="bihalf", weights=weights, image_size=size
+    )
+    spec = EncoderSpec(
+        BITS, "image", (size, size, 3), "bihalf", image_size=(size, size), backbone=backbone
+    )
+    return model, spec
+
+
+def benchmark_model(
+    label: str,
+    model: keras.Model,
+    spec: EncoderSpec,
+    workdir: str,
+    batch_size: int,
+    seconds: float,
+    threads: int,
+    calibration: int,
+    evaluation: int,
+) -> list[dict]:
+    images, source = load_images(spec, calibration + evaluation)
+    calibration_set, evaluation_set = images[:calibration], images[calibration:]
+    batch = evaluation_set[:batch_size]
+    if len(batch) < batch_size:
+        batch = np.resize(evaluation_set, (batch_size, *evaluation_set.shape[1:]))
+    single = evaluation_set[:1]
+
+    path = export_saved_model(model, spec, workdir, "encoder", 1)
+    keras_path = os.path.join(workdir, "encoder.keras")
+    model.save(keras_path)
+
+    def keras_codes(inputs):
+        return np.where(np.asarray(model.predict_on_batch(inputs)) >= 0, 1, -1).astype(np.int8)
+
+    reference = np.concatenate(
+        [keras_codes(evaluation_set[start : start + 256]) for start in range(0, evaluation, 256)]
+    )
+    loaded = tf.saved_model.load(path)
+    signature = loaded.signatures["serving_default"]
+
+    def saved_model_codes(inputs):
+        return signature(inputs=tf.constant(inputs))["codes"].numpy()
+
+    runtimes = [
+        ("keras", keras_codes, os.path.getsize(keras_path)),
+        ("saved_model", saved_model_codes, _directory_size(path)),
+    ]
+    for mode, name in (("none", "tflite_fp32"), ("int8", "tflite_int8")):
+        out = os.path.join(workdir, f"{name}.tflite")
+        data = calibration_set if mode == "int8" else None
+        tflite.export_tflite(path, out, mode, data, min_agreement=0.0)
+        encoder = tflite.TFLiteEncoder(out, num_threads=threads)
+        runtimes.append(
+            (
+                name,
+                lambda inputs, e=encoder: e.encode(inputs, len(inputs))["codes"],
+                os.path.getsize(out),
+            )
+        )
+    rows = []
+    for name, function, size in runtimes:
+        codes = np.concatenate(
+            [function(evaluation_set[start : start + 256]) for start in range(0, evaluation, 256)]
+        )
+        timing = measure(function, batch, single, seconds)
+        rows.append(
+            {
+                "model": label,
+                "runtime": name,
+                "size_mb": size / 2**20,
+                "agreement": float(np.mean(codes == reference)),
+                "source": source,
+                **timing,
+            }
+        )
+        logging.info("%s %s: %s", label, name, rows[-1])
+    return rows
+
+
+def format_table(rows: list[dict], batch_size: int) -> str:
+    lines = [
+        f"| model | runtime | size (MB) | images/s at batch {batch_size} | batch-1 latency "
+        "median / p90 (ms) | bits equal to Keras | vs Keras throughput |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    baseline = {row["model"]: row["throughput"] for row in rows if row["runtime"] == "keras"}
+    for row in rows:
+        lines.append(
+            f"| {row['model']} | {row['runtime']} | {row['size_mb']:.2f} | "
+            f"{row['throughput']:,.0f} | {row['latency_ms']:.2f} / {row['latency_p90_ms']:.2f} | "
+            f"{100 * row['agreement']:.2f}% | x{row['throughput'] / baseline[row['model']]:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.export", description=__doc__)
+    parser.add_argument("--run", action="append", default=[], help="NAME=RUN_DIR")
+    parser.add_argument("--build", action="append", default=None, help="model to build")
+    parser.add_argument("--weights", default="none", choices=("none", "imagenet"))
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=3.0, help="timing per measurement")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="TFLite threads")
+    parser.add_argument("--calibration", type=int, default=200, help="int8 calibration images")
+    parser.add_argument("--evaluation", type=int, default=500, help="held-out images")
+    args = parser.parse_args(argv)
+    logging.set_verbosity(logging.INFO)
+    models = []
+    for item in args.run:
+        label, _, directory = item.partition("=")
+        if not directory:
+            parser.error(f"--run takes NAME=RUN_DIR; got {item!r}")
+        model, spec = load_run(directory)
+        models.append((f"{label} ({spec.model_type}, {spec.bits} bits, trained)", model, spec))
+    builds = (
+        args.build
+        if args.build is not None
+        else ([] if args.run else ["autoencoder", "efficientnet_lite0_224"])
+    )
+    weights = None if args.weights == "none" else args.weights
+    for name in builds:
+        model, spec = build_model(name, weights)
+        note = "untrained" if name == "autoencoder" else f"weights={args.weights}, untrained head"
+        models.append((f"{name} ({note})", model, spec))
+    rows = []
+    for label, model, spec in models:
+        workdir = tempfile.mkdtemp(prefix="export_benchmark_")
+        try:
+            rows += benchmark_model(
+                label,
+                model,
+                spec,
+                workdir,
+                args.batch_size,
+                args.seconds,
+                args.threads,
+                args.calibration,
+                args.evaluation,
+            )
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(format_table(rows, args.batch_size))
+    sources = sorted({f"{row['model']}: {row['source']}" for row in rows})
+    print(
+        f"\nInputs: {'; '.join(sources)}. TFLite threads: {args.threads}; CPU cores: "
+        f"{os.cpu_count()}."
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
