@@ -176,6 +176,20 @@ def test_code_and_label_forms_give_identical_results():
         assert got == reference
 
 
+def test_class_table_and_generic_relevance_agree(monkeypatch):
+    rng = np.random.default_rng(7)
+    query, database, query_labels, database_labels = random_problem(rng, 20, 70, 7, num_classes=4)
+    query_labels[:3] = [-1, 17, 4]  # classes absent from the database
+    with_table = metrics.average_precision(query, database, query_labels, database_labels, top_k=30)
+    monkeypatch.setattr(retrieval, "_CLASS_TABLE_BYTES", 0)
+    generic = metrics.average_precision(query, database, query_labels, database_labels, top_k=30)
+    np.testing.assert_array_equal(with_table, generic)
+    assert np.all(generic[:3] == 0.0)
+    assert generic.mean() == pytest.approx(
+        naive_map(query, database, query_labels, database_labels, top_k=30), abs=1e-12
+    )
+
+
 def test_thread_count_and_chunking_do_not_change_results(small_chunks):
     rng = np.random.default_rng(6)
     problem = random_problem(rng, 31, 50, 10, num_classes=3)

@@ -48,6 +48,9 @@ __all__ = [
 # About one million (query, database item) pairs per chunk: the work arrays stay within the
 # CPU caches' reach (~20 MB per worker), and per-chunk Python overhead is negligible.
 _CHUNK_PAIRS = 1 << 20
+# Class-id labels: a table of per-class low key bits (index << 1 | relevant) saves two passes
+# per chunk when it fits in this many bytes.
+_CLASS_TABLE_BYTES = 64 << 20
 _TIES = ("stable", "average")
 _EMPTY = ("zero", "skip")
 
@@ -156,7 +159,6 @@ class _Problem:
         self.chunk_rows = max(1, min(self.num_queries, _CHUNK_PAIRS // self.num_database))
         # Sort keys pack (distance, database index, relevance) into one unsigned integer, so that
         # a plain sort orders by distance then index and carries the relevance bit along.
-        self.index_shift = 1
         self.distance_shift = 1 + max(1, int(self.num_database - 1).bit_length())
         key_bits = self.distance_shift + int(self.bits).bit_length()
         if key_bits > 64:
@@ -165,7 +167,27 @@ class _Problem:
         self.index_part = np.arange(self.num_database, dtype=self.key_dtype) << self.key_dtype.type(
             1
         )
+        self.class_rows = self._class_key_table()
         self._local = threading.local()
+
+    def _class_key_table(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """For class-id labels: per class, the low key bits ``index << 1 | relevant`` of every
+        database item, and each query's row in that table (a class absent from the database
+        gets an extra row with no relevant item). None when multi-label or too large."""
+        labels = self.labels
+        if labels.multi_label:
+            return None
+        classes, database_class = np.unique(labels.database, return_inverse=True)
+        if (classes.size + 1) * self.num_database * self.key_dtype.itemsize > _CLASS_TABLE_BYTES:
+            return None
+        table = np.empty((classes.size + 1, self.num_database), dtype=self.key_dtype)
+        table[:] = self.index_part
+        for row in range(classes.size):
+            table[row] |= (database_class == row).astype(self.key_dtype)
+        query_row = np.searchsorted(classes, labels.query)
+        present = query_row < classes.size
+        present[present] = classes[query_row[present]] == labels.query[present]
+        return table, np.where(present, query_row, classes.size)
 
     # Work arrays, one set per thread, allocated once.
     def _buffers(self, rows: int) -> dict[str, np.ndarray]:
@@ -216,9 +238,14 @@ class _Problem:
             buffers["counts"],
         )
         np.left_shift(keys, self.key_dtype.type(self.distance_shift), out=keys)
-        np.bitwise_or(keys, self.index_part[None, :], out=keys)
-        relevant = self._relevance_into(start, stop, buffers)
-        np.bitwise_or(keys, relevant, out=keys)
+        if self.class_rows is not None:
+            table, query_row = self.class_rows
+            for row, table_row in enumerate(query_row[start:stop]):
+                np.bitwise_or(keys[row], table[table_row], out=keys[row])
+        else:
+            np.bitwise_or(keys, self.index_part[None, :], out=keys)
+            relevant = self._relevance_into(start, stop, buffers)
+            np.bitwise_or(keys, relevant, out=keys)
         if length < self.num_database:
             keys.partition(length - 1, axis=1)
             head = keys[:, :length]
