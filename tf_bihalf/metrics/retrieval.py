@@ -45,9 +45,9 @@ __all__ = [
     "precision_within_radius",
 ]
 
-# About one million (query, database item) pairs per chunk: the work arrays stay within the
-# CPU caches' reach (~20 MB per worker), and per-chunk Python overhead is negligible.
-_CHUNK_PAIRS = 1 << 20
+# About half a million (query, database item) pairs per chunk: the work arrays stay within the
+# CPU caches' reach (~10 MB per worker), and per-chunk Python overhead is negligible.
+_CHUNK_PAIRS = 1 << 19
 # Class-id labels: a table of per-class low key bits (index << 1 | relevant) saves two passes
 # per chunk when it fits in this many bytes.
 _CLASS_TABLE_BYTES = 64 << 20
