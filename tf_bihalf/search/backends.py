@@ -134,7 +134,7 @@ class NumpyBackend(HammingBackend):
 
     name = "numpy"
     _CHUNK_ROWS = 32
-    _BLOCK_PAIRS = 1 << 18
+    _BLOCK_PAIRS = 1 << 19
 
     def __init__(self, bits: int, num_threads: int | None = None):
         super().__init__(bits)
@@ -192,13 +192,16 @@ class NumpyBackend(HammingBackend):
         )
         sentinel = np.iinfo(key_dtype).max
         unfilled = self.bits + 1  # "accept every distance" while a query has fewer than k items
+        # Same dtype as the distances, so that the filter compares without casting.
+        threshold_dtype = hamming.distance_dtype(self.bits + 1)
         block = max(4 * k, self._BLOCK_PAIRS // self._CHUNK_ROWS)
 
         def chunk(begin: int, end: int):
             words = query_words[begin:end]
             rows = end - begin
             best = np.full((rows, k), sentinel, dtype=key_dtype)
-            threshold = np.full(rows, unfilled, dtype=np.int64)
+            threshold = np.full(rows, unfilled, dtype=threshold_dtype)
+            below = np.empty((rows, min(block, total)), dtype=np.bool_)
             for start in range(0, total, block):
                 stop = min(total, start + block)
                 distances = self._distances(words, start, stop)
@@ -209,7 +212,9 @@ class NumpyBackend(HammingBackend):
                     np.bitwise_or(keys, positions[None, :], out=keys)
                     merged = np.concatenate([best, keys], axis=1)
                 else:
-                    flat = np.flatnonzero(distances < threshold[:, None])
+                    mask = below[:, : stop - start]
+                    np.less(distances, threshold[:, None], out=mask)
+                    flat = np.flatnonzero(mask)
                     if flat.size == 0:
                         continue
                     row, column = np.divmod(flat, stop - start)
@@ -224,8 +229,8 @@ class NumpyBackend(HammingBackend):
                 best = np.ascontiguousarray(merged[:, :k])
                 kth = best.max(axis=1)
                 threshold = np.where(
-                    kth == sentinel, unfilled, (kth >> key_dtype.type(shift)).astype(np.int64)
-                )
+                    kth == sentinel, unfilled, kth >> key_dtype.type(shift)
+                ).astype(threshold_dtype)
             best.sort(axis=1)
             mask = key_dtype.type((1 << shift) - 1)
             return (best >> key_dtype.type(shift)).astype(np.int32), (best & mask).astype(np.int64)
