@@ -431,3 +431,13 @@ def test_bad_inputs_raise_clear_errors():
     fails("empty must be one of", function=metrics.precision_recall_curve, empty="nan")
     with pytest.raises(ValueError, match="zero rows"):
         metrics.bit_balance(np.zeros((0, 8)))
+
+
+def test_docstring_examples():
+    import doctest
+
+    from tf_bihalf.metrics import bits
+
+    for module in (retrieval, bits):
+        result = doctest.testmod(module, extraglobs={"np": np})
+        assert result.attempted > 0 and result.failed == 0, module.__name__

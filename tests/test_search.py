@@ -357,3 +357,13 @@ def test_command_line_build_and_query(tmp_path, capsys):
         == 2
     )
     assert "not found" in capsys.readouterr().err
+
+
+def test_docstring_examples():
+    import doctest
+
+    from tf_bihalf.search import hamming, index
+
+    for module in (hamming, backends, index):
+        result = doctest.testmod(module, extraglobs={"np": np})
+        assert result.attempted > 0 and result.failed == 0, module.__name__
