@@ -9,11 +9,14 @@ Every model goes through the real export path (run directory -> ``export.saved_m
 
 - ``keras``: ``model.predict_on_batch`` (compiled predict function) + sign;
 - ``saved_model``: the ``serving_default`` signature of the reloaded SavedModel;
-- ``tflite_fp32`` / ``tflite_int8``: ``ai_edge_litert`` with ``--threads`` threads (XNNPACK).
+- ``tflite_fp32`` / ``tflite_fp16`` / ``tflite_int8``: ``ai_edge_litert`` with ``--threads``
+  threads (XNNPACK); float16 stores half-size weights and computes in float32 on CPU.
 
 Per runtime: throughput at ``--batch_size`` (images/s, median of repeated timed calls over about
 ``--seconds``), batch-1 latency (median and 90th percentile), artifact size, and the fraction of
-code bits equal to the Keras model's on held-out inputs (int8 is calibrated on a disjoint set).
+code bits equal to the Keras model's on held-out inputs (int8 is calibrated on a disjoint set),
+and the mAP@All of those codes (200 held-out queries against the other held-out images, class
+labels) to show what the changed bits cost in retrieval.
 
 Models: ``--run NAME=DIR`` benchmarks a training run directory; ``--build`` makes an untrained
 one: ``autoencoder`` (784-256-64 + Bi-half, the MNIST encoder) or
@@ -78,8 +81,11 @@ def _directory_size(path: str) -> int:
     )
 
 
-def load_images(spec: EncoderSpec, count: int, seed: int = 0) -> tuple[np.ndarray, str]:
-    """Raw model inputs for ``spec``: MNIST / Fashion-MNIST test images, or generated ones."""
+def load_images(
+    spec: EncoderSpec, count: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """Raw model inputs for ``spec`` and their class labels: MNIST / Fashion-MNIST test images
+    (a random subset), or generated images without labels."""
     try:
         from tf_bihalf.data import mnist
 
@@ -87,25 +93,36 @@ def load_images(spec: EncoderSpec, count: int, seed: int = 0) -> tuple[np.ndarra
             name, options = "mnist", {"pixels": "rounded"}
         else:
             name, options = "fashion_mnist", {"pixels": "uint8", "flatten": False}
-        _, (images, _) = mnist.load(name, **options)
+        _, (images, labels) = mnist.load(name, **options)
         source = f"{name} test"
     except Exception as error:  # No data here: say so in the table rather than stop.
         logging.warning("Test images unavailable (%s); using generated images.", error)
-        images, source = None, "generated"
+        images, labels, source = None, None, "generated"
     rng = np.random.default_rng(seed)
+    chosen = None if images is None else rng.permutation(len(images))[:count]
+    labels = None if labels is None else labels[chosen]
     if spec.model_type == "autoencoder":
         if images is None:
-            images = (rng.uniform(0, 1, (count, 784)) > 0.7).astype(np.float32)
-        return images[rng.permutation(len(images))[:count]].astype(np.float32), source
+            return (rng.uniform(0, 1, (count, 784)) > 0.7).astype(np.float32), None, source
+        return images[chosen].astype(np.float32), labels, source
     from tf_bihalf.data.image_pipeline import resize_images
 
-    if images is None:
-        gray = rng.uniform(0, 255, (count, 28, 28)).astype(np.float32)
-    else:
-        gray = images[rng.permutation(len(images))[:count]]
+    gray = rng.uniform(0, 255, (count, 28, 28)) if images is None else images[chosen]
     rgb = np.repeat(gray[..., None], 3, axis=-1).astype(np.uint8)
     resized = resize_images(rgb, spec.image_size, spec.resize).numpy()
-    return np.round(resized).astype(np.float32), source
+    return np.round(resized).astype(np.float32), labels, source
+
+
+def retrieval_map(codes: np.ndarray, labels: np.ndarray | None, queries: int = 200) -> float:
+    """mAP@All of the first ``queries`` held-out images against the rest (NaN without labels):
+    what a changed bit costs in retrieval."""
+    if labels is None:
+        return float("nan")
+    from tf_bihalf.metrics.retrieval import mean_average_precision
+
+    return float(
+        mean_average_precision(codes[:queries], codes[queries:], labels[:queries], labels[queries:])
+    )
 
 
 def build_model(name: str, weights: str | None) -> tuple[keras.Model, EncoderSpec]:
@@ -142,8 +159,9 @@ def benchmark_model(
     calibration: int,
     evaluation: int,
 ) -> list[dict]:
-    images, source = load_images(spec, calibration + evaluation)
+    images, labels, source = load_images(spec, calibration + evaluation)
     calibration_set, evaluation_set = images[:calibration], images[calibration:]
+    evaluation_labels = None if labels is None else labels[calibration:]
     batch = evaluation_set[:batch_size]
     if len(batch) < batch_size:
         batch = np.resize(evaluation_set, (batch_size, *evaluation_set.shape[1:]))
@@ -169,7 +187,11 @@ def benchmark_model(
         ("keras", keras_codes, os.path.getsize(keras_path)),
         ("saved_model", saved_model_codes, _directory_size(path)),
     ]
-    for mode, name in (("none", "tflite_fp32"), ("int8", "tflite_int8")):
+    for mode, name in (
+        ("none", "tflite_fp32"),
+        ("float16", "tflite_fp16"),
+        ("int8", "tflite_int8"),
+    ):
         out = os.path.join(workdir, f"{name}.tflite")
         data = calibration_set if mode == "int8" else None
         tflite.export_tflite(path, out, mode, data, min_agreement=0.0)
@@ -193,6 +215,7 @@ def benchmark_model(
                 "runtime": name,
                 "size_mb": size / 2**20,
                 "agreement": float(np.mean(codes == reference)),
+                "map": retrieval_map(codes, evaluation_labels),
                 "source": source,
                 **timing,
             }
@@ -204,15 +227,16 @@ def benchmark_model(
 def format_table(rows: list[dict], batch_size: int) -> str:
     lines = [
         f"| model | runtime | size (MB) | images/s at batch {batch_size} | batch-1 latency "
-        "median / p90 (ms) | bits equal to Keras | vs Keras throughput |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "median / p90 (ms) | bits equal to Keras | mAP@All (held-out) | vs Keras throughput |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     baseline = {row["model"]: row["throughput"] for row in rows if row["runtime"] == "keras"}
     for row in rows:
         lines.append(
             f"| {row['model']} | {row['runtime']} | {row['size_mb']:.2f} | "
             f"{row['throughput']:,.0f} | {row['latency_ms']:.2f} / {row['latency_p90_ms']:.2f} | "
-            f"{100 * row['agreement']:.2f}% | x{row['throughput'] / baseline[row['model']]:.2f} |"
+            f"{100 * row['agreement']:.2f}% | {row['map']:.4f} | "
+            f"x{row['throughput'] / baseline[row['model']]:.2f} |"
         )
     return "\n".join(lines)
 
@@ -226,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="timing per measurement")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="TFLite threads")
     parser.add_argument("--calibration", type=int, default=200, help="int8 calibration images")
-    parser.add_argument("--evaluation", type=int, default=500, help="held-out images")
+    parser.add_argument("--evaluation", type=int, default=1000, help="held-out images")
     args = parser.parse_args(argv)
     logging.set_verbosity(logging.INFO)
     models = []

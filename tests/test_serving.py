@@ -496,13 +496,17 @@ def test_real_tensorflow_model_server(served, tmp_path):
             "tensorflow_model_server is not on PATH (no pip/apt package provides it here); "
             "the formats are checked against the in-process emulation above"
         )
-    rest_port, grpc_port = _free_port(), _free_port()
+    # TF Serving binds its TCP ports on 0.0.0.0 with no flag to change it (tensorflow/serving
+    # #1969): gRPC goes over a Unix socket instead (--port=0 disables its TCP port); REST needs
+    # TCP, on a free port, and is only ever called on 127.0.0.1.
+    rest_port, socket_path = _free_port(), tmp_path / "grpc.sock"
     log_path = tmp_path / "model_server.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [
                 binary,
-                f"--port={grpc_port}",
+                "--port=0",
+                f"--grpc_socket_path={socket_path}",
                 f"--rest_api_port={rest_port}",
                 f"--model_name={MODEL}",
                 f"--model_base_path={os.path.abspath(os.path.join(served['out'], MODEL))}",
@@ -534,7 +538,7 @@ def test_real_tensorflow_model_server(served, tmp_path):
                 url, MODEL, inputs=served["floats"], request_format=request_format, version=2
             )
             assert_same_codes(result, expected_floats)
-        target = f"127.0.0.1:{grpc_port}"
+        target = f"unix:{socket_path}"
         assert_same_codes(
             serving_client.grpc_predict(target, MODEL, images=served["pngs"]), expected_bytes
         )
