@@ -134,7 +134,7 @@ class NumpyBackend(HammingBackend):
 
     name = "numpy"
     _CHUNK_ROWS = 32
-    _BLOCK_PAIRS = 1 << 19
+    _BLOCK_PAIRS = 1 << 17
 
     def __init__(self, bits: int, num_threads: int | None = None):
         super().__init__(bits)
