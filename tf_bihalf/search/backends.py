@@ -129,7 +129,8 @@ class NumpyBackend(HammingBackend):
     best k keys ``distance << s | position``; once it has k, a later block can only contribute
     items strictly closer than its current k-th distance (an item at the same distance comes
     later in position order, so it loses the tie), which a cheap comparison filters before any
-    sorting. Chunks of queries run on ``num_threads`` threads (numpy releases the GIL).
+    sorting. Candidates are merged into the best k (``np.partition``) once they add up to about
+    k per query. Chunks of queries run on ``num_threads`` threads (numpy releases the GIL).
     """
 
     name = "numpy"
@@ -196,41 +197,51 @@ class NumpyBackend(HammingBackend):
         threshold_dtype = hamming.distance_dtype(self.bits + 1)
         block = max(4 * k, self._BLOCK_PAIRS // self._CHUNK_ROWS)
 
+        def merge(best, pending, counts):
+            """The k smallest keys per row among ``best`` and the pending candidates, given as
+            (row, slot, key) pieces where slot numbers each row's candidates 0, 1, 2, ..."""
+            rows = best.shape[0]
+            merged = np.full((rows, k + int(counts.max())), sentinel, dtype=key_dtype)
+            merged[:, :k] = best
+            for row, slot, keys in pending:
+                merged[row, k + slot] = keys
+            merged.partition(k - 1, axis=1)
+            best = np.ascontiguousarray(merged[:, :k])
+            kth = best.max(axis=1)
+            threshold = np.where(kth == sentinel, unfilled, kth >> key_dtype.type(shift))
+            return best, threshold.astype(threshold_dtype)
+
         def chunk(begin: int, end: int):
             words = query_words[begin:end]
             rows = end - begin
             best = np.full((rows, k), sentinel, dtype=key_dtype)
             threshold = np.full(rows, unfilled, dtype=threshold_dtype)
             below = np.empty((rows, min(block, total)), dtype=np.bool_)
+            pending, counts = [], np.zeros(rows, dtype=np.int64)
             for start in range(0, total, block):
                 stop = min(total, start + block)
                 distances = self._distances(words, start, stop)
-                positions = np.arange(start, stop, dtype=key_dtype)
-                if threshold.max() >= unfilled:
-                    keys = distances.astype(key_dtype)
-                    np.left_shift(keys, key_dtype.type(shift), out=keys)
-                    np.bitwise_or(keys, positions[None, :], out=keys)
-                    merged = np.concatenate([best, keys], axis=1)
-                else:
-                    mask = below[:, : stop - start]
-                    np.less(distances, threshold[:, None], out=mask)
-                    flat = np.flatnonzero(mask)
-                    if flat.size == 0:
-                        continue
+                mask = below[:, : stop - start]
+                # While a row has fewer than k items its threshold accepts every distance.
+                # Later a stale (larger) threshold only lets more candidates through.
+                np.less(distances, threshold[:, None], out=mask)
+                flat = np.flatnonzero(mask)
+                if flat.size:
                     row, column = np.divmod(flat, stop - start)
                     keys = distances.ravel()[flat].astype(key_dtype) << key_dtype.type(shift)
-                    keys |= positions[column]
-                    counts = np.bincount(row, minlength=rows)
-                    offsets = np.arange(flat.size) - np.repeat(np.cumsum(counts) - counts, counts)
-                    merged = np.full((rows, k + int(counts.max())), sentinel, dtype=key_dtype)
-                    merged[:, :k] = best
-                    merged[row, k + offsets] = keys
-                merged.partition(k - 1, axis=1)
-                best = np.ascontiguousarray(merged[:, :k])
-                kth = best.max(axis=1)
-                threshold = np.where(
-                    kth == sentinel, unfilled, kth >> key_dtype.type(shift)
-                ).astype(threshold_dtype)
+                    keys |= (column + start).astype(key_dtype)
+                    # flatnonzero lists rows in order: number each row's candidates after
+                    # those it already has pending.
+                    piece_counts = np.bincount(row, minlength=rows)
+                    first = np.cumsum(piece_counts) - piece_counts
+                    slot = np.arange(flat.size) - np.repeat(first - counts, piece_counts)
+                    pending.append((row, slot, keys))
+                    counts += piece_counts
+                # Merging costs a dozen numpy calls: do it once candidates amount to about k
+                # per row (or at the end), not after every block.
+                if pending and (counts.sum() >= rows * k or stop == total):
+                    best, threshold = merge(best, pending, counts)
+                    pending, counts = [], np.zeros(rows, dtype=np.int64)
             best.sort(axis=1)
             mask = key_dtype.type((1 << shift) - 1)
             return (best >> key_dtype.type(shift)).astype(np.int32), (best & mask).astype(np.int64)
