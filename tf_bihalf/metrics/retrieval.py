@@ -19,9 +19,10 @@ Definitions (``docs/retrieval.md`` has the long version):
   and AP@k = 0 when ``R_k = 0``; such a query still counts in the mean. mAP@k is the mean over
   all queries; ``top_k=None`` means k = database size ("mAP@All").
 
-All functions work on query chunks: every chunk computes its distances by popcount on uint64
-words and never materialises a float query x database matrix, so the extra memory is a few
-dozen bytes per database item per worker thread, whatever the number of queries.
+All functions work on query chunks of about 2^19 (query, item) pairs (at least one query):
+every chunk computes its distances by popcount on uint64 words and never materialises a float
+query x database matrix, so the extra memory is about 20 bytes x max(2^19, N) per worker
+thread, whatever the number of queries.
 """
 
 from __future__ import annotations
