@@ -1,4 +1,4 @@
-"""Encoder throughput and batch-1 latency: Keras vs SavedModel vs TFLite float32 vs TFLite int8.
+"""Encoder throughput and batch-1 latency: Keras vs SavedModel vs TFLite float32 / float16 / int8.
 
     python -m benchmarks.export                                   # two built models (below)
     python -m benchmarks.export --run mnist=runs/mnist_64 --run fmnist=runs/fmnist_rgb_64
@@ -12,11 +12,12 @@ Every model goes through the real export path (run directory -> ``export.saved_m
 - ``tflite_fp32`` / ``tflite_fp16`` / ``tflite_int8``: ``ai_edge_litert`` with ``--threads``
   threads (XNNPACK); float16 stores half-size weights and computes in float32 on CPU.
 
-Per runtime: throughput at ``--batch_size`` (images/s, median of repeated timed calls over about
-``--seconds``), batch-1 latency (median and 90th percentile), artifact size, and the fraction of
-code bits equal to the Keras model's on held-out inputs (int8 is calibrated on a disjoint set),
-and the mAP@All of those codes (200 held-out queries against the other held-out images, class
-labels) to show what the changed bits cost in retrieval.
+Per runtime: throughput at ``--batch_size`` (images/s, median of timed calls) and batch-1
+latency (median and 90th percentile), timed in rounds in which the runtimes take turns (about
+``--seconds`` per runtime in all) so that load from other processes hits them alike; the
+artifact size; the fraction of code bits equal to the Keras model's on held-out inputs (int8 is
+calibrated on a disjoint set); and the mAP@All of those codes (200 held-out queries against the
+other held-out images, class labels), to show what the changed bits cost in retrieval.
 
 Models: ``--run NAME=DIR`` benchmarks a training run directory; ``--build`` makes an untrained
 one: ``autoencoder`` (784-256-64 + Bi-half, the MNIST encoder) or
@@ -56,20 +57,42 @@ def _timed(function, repeats: int) -> list[float]:
     return times
 
 
-def measure(function, batch: np.ndarray, single: np.ndarray, seconds: float) -> dict:
-    """Throughput at ``len(batch)`` and batch-1 latency of ``function(inputs)``."""
-    function(batch)  # Warm-up (tracing, allocation).
-    function(single)
-    first = _timed(lambda: function(batch), 1)[0]
-    repeats = max(3, int(seconds / max(first, 1e-6)))
-    batch_times = _timed(lambda: function(batch), repeats)
-    single_first = _timed(lambda: function(single), 1)[0]
-    single_repeats = int(min(max(10, seconds / max(single_first, 1e-6)), 2000))
-    single_times = _timed(lambda: function(single), single_repeats)
+def measure(
+    functions: dict, batch: np.ndarray, single: np.ndarray, seconds: float, rounds: int = 5
+) -> dict[str, dict]:
+    """Throughput at ``len(batch)`` and batch-1 latency of each ``functions[name](inputs)``.
+
+    The runtimes take turns: ``rounds`` rounds, each timing every runtime for about
+    ``seconds / rounds`` (batch calls, then single calls), so that load from other processes on
+    a shared machine hits all of them alike. Medians over all timed calls.
+    """
+    estimates = {}
+    for name, function in functions.items():
+        function(batch)  # Warm-up (tracing, allocation).
+        function(single)
+        estimates[name] = (
+            max(_timed(lambda f=function: f(batch), 1)[0], 1e-6),
+            max(_timed(lambda f=function: f(single), 1)[0], 1e-6),
+        )
+    batch_times = {name: [] for name in functions}
+    single_times = {name: [] for name in functions}
+    share = seconds / rounds / 2
+    for _ in range(rounds):
+        for name, function in functions.items():
+            batch_estimate, single_estimate = estimates[name]
+            batch_times[name] += _timed(
+                lambda f=function: f(batch), max(1, int(share / batch_estimate))
+            )
+            single_times[name] += _timed(
+                lambda f=function: f(single), min(max(3, int(share / single_estimate)), 500)
+            )
     return {
-        "throughput": len(batch) / float(np.median(batch_times)),
-        "latency_ms": 1000 * float(np.median(single_times)),
-        "latency_p90_ms": 1000 * float(np.percentile(single_times, 90)),
+        name: {
+            "throughput": len(batch) / float(np.median(batch_times[name])),
+            "latency_ms": 1000 * float(np.median(single_times[name])),
+            "latency_p90_ms": 1000 * float(np.percentile(single_times[name], 90)),
+        }
+        for name in functions
     }
 
 
@@ -203,12 +226,12 @@ def benchmark_model(
                 os.path.getsize(out),
             )
         )
+    timings = measure({name: function for name, function, _ in runtimes}, batch, single, seconds)
     rows = []
     for name, function, size in runtimes:
         codes = np.concatenate(
             [function(evaluation_set[start : start + 256]) for start in range(0, evaluation, 256)]
         )
-        timing = measure(function, batch, single, seconds)
         rows.append(
             {
                 "model": label,
@@ -217,7 +240,7 @@ def benchmark_model(
                 "agreement": float(np.mean(codes == reference)),
                 "map": retrieval_map(codes, evaluation_labels),
                 "source": source,
-                **timing,
+                **timings[name],
             }
         )
         logging.info("%s %s: %s", label, name, rows[-1])
@@ -247,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--build", action="append", default=None, help="model to build")
     parser.add_argument("--weights", default="none", choices=("none", "imagenet"))
     parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--seconds", type=float, default=3.0, help="timing per measurement")
+    parser.add_argument("--seconds", type=float, default=6.0, help="timing per runtime")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="TFLite threads")
     parser.add_argument("--calibration", type=int, default=200, help="int8 calibration images")
     parser.add_argument("--evaluation", type=int, default=1000, help="held-out images")

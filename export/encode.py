@@ -166,7 +166,7 @@ def build_index(
     collection: EncodedCollection, bits: int, directory: str, overwrite: bool = False
 ) -> str:
     """Builds a ``tf_bihalf.search.HammingIndex`` over the packed codes, with the collection's
-    ids (strings), and saves it to ``directory`` (also readable by ``python -m tf_bihalf.search``)."""
+    ids (strings), and saves it to ``directory`` (``python -m tf_bihalf.search`` reads it too)."""
     index = _hamming_index_class()(bits)
     index.add(collection.codes_packed, ids=np.array(collection.ids, dtype=str))
     return index.save(directory, overwrite=overwrite)

@@ -69,7 +69,8 @@ class EncoderSpec:
         if self.model_type == "image":
             if self.image_size is None or len(self.image_size) != 2:
                 raise ValueError(
-                    f"An image model needs image_size [H, W] in its config; got {self.image_size!r}."
+                    "An image model needs image_size [H, W] in its config; got "
+                    f"{self.image_size!r}."
                 )
             expected = (int(self.image_size[0]), int(self.image_size[1]), 3)
             if tuple(self.input_shape) != expected:

@@ -10,9 +10,9 @@ writes ``DIR/NAME/N/`` (``--overwrite`` replaces an existing version), built wit
 - ``serving_default``: ``inputs`` float32 ``(None,) + input_shape`` (the model's raw input:
   autoencoder pixels in [0, 1], image models RGB in [0, 255]) -> ``{"codes": int8 ±1 (N, K),
   "codes_packed": uint8 (N, ceil(K/8))}``;
-- ``image_bytes`` (image models): ``image_bytes`` string ``(None,)`` of encoded JPEG/PNG/BMP/GIF/WebP
-  files -> the same outputs; decoding, RGB conversion and the resize to ``image_size`` run in
-  the graph (``export.preprocessing``).
+- ``image_bytes`` (image models): ``image_bytes`` string ``(None,)`` of encoded
+  JPEG/PNG/BMP/GIF/WebP files -> the same outputs; decoding, RGB conversion and the resize to
+  ``image_size`` run in the graph (``export.preprocessing``).
 
 Codes are ``sign(U)`` with ``sign(0) = +1``: the model runs with ``training=False``, so the
 Bi-half batch ranking never enters the graph, and an example encodes the same alone or inside a
@@ -235,7 +235,7 @@ class SavedModelEncoder:
         return BYTES_SIGNATURE in self.signatures
 
     def encode(self, inputs, batch_size: int = 256) -> dict[str, np.ndarray]:
-        """Float inputs ``(N,) + input_shape`` -> ``{"codes": int8 (N, K), "codes_packed": ...}``."""
+        """Float inputs ``(N,) + input_shape`` -> ``{"codes": int8, "codes_packed": uint8}``."""
         inputs = check_float_inputs(inputs, self.input_shape)
         function = self.signatures[FLOAT_SIGNATURE]
         return _run_batched(

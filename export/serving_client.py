@@ -2,7 +2,8 @@
 
 Commands:
 
-    python -m export.serving_client --url http://localhost:8501 --model_name NAME --images a.jpg b.png
+    python -m export.serving_client --url http://localhost:8501 --model_name NAME \\
+        --images a.jpg b.png
     python -m export.serving_client --grpc localhost:8500 --model_name NAME --inputs x.npy
 
 ``--images`` (files or directories) goes to the ``image_bytes`` signature, ``--inputs`` (a float

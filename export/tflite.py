@@ -82,7 +82,8 @@ def load_representative_data(
         if not encoder.has_image_bytes or image_size is None:
             raise ValueError(
                 f"{source!r} is a directory of images, but this encoder is not an image model; "
-                f"pass a float .npy of inputs of shape (N, {', '.join(map(str, encoder.input_shape))})."
+                "pass a float .npy of inputs of shape "
+                f"(N, {', '.join(map(str, encoder.input_shape))})."
             )
         paths = preprocessing.list_images(source)
         if not paths:
