@@ -131,7 +131,7 @@ def test_reconstruction_loss_matches_numpy_and_saturates_safely():
 
 def digits_config(**changes):
     config = common.load_config("autoencoder", smoke=True)
-    config.update(dataset="digits", epochs=3, batch_size=64, bits=16)
+    config.update(dataset="digits", epochs=3, batch_size=72, bits=16)  # 20 steps: 5 per call
     config["schedule"]["milestones"] = [2]
     config["monitor"]["sample_size"] = 300
     config.update(changes)
@@ -246,7 +246,7 @@ def test_flags_resolve_into_the_config():
     )
     config = autoencoder.resolve_config(flag_values)
     assert config["epochs"] == 10 and config["bits"] == 64
-    assert config["schedule"]["milestones"] == [6, 8]  # 18 and 24 of 30, stretched to 10
+    assert config["schedule"]["milestones"] == [6, 8]  # 60 and 80 of 100, stretched to 10
     assert config["hash_layer_kwargs"] == {"gamma": 0.5}
     assert "hash_layer_options" not in config
     assert autoencoder.default_workdir(config) == os.path.join(
@@ -257,9 +257,11 @@ def test_flags_resolve_into_the_config():
     with pytest.raises(ValueError, match="--gamma applies to"):
         autoencoder.resolve_config(flag_values)
     flag_values.unparse_flags()
-    flag_values(["trainer", "--config", "autoencoder_paper"])
-    paper = autoencoder.resolve_config(flag_values)
+    flag_values(["trainer"])
+    paper = autoencoder.resolve_config(flag_values)  # the default is the paper's schedule
     assert paper["epochs"] == 100 and paper["schedule"]["milestones"] == [60, 80]
+    assert paper["optimizer"] == {"name": "adam", "learning_rate": 1e-3, "weight_decay": 1e-5}
+    assert paper["batch_size"] == 128 and paper["hash_layer_kwargs"] == {"gamma": 1.0}
     with pytest.raises(ValueError, match="Unknown config 'cifar'; available: .*autoencoder"):
         common.load_config("cifar")
 

@@ -106,6 +106,7 @@ def test_epoch_batches_resume_and_remainder():
     assert resumed == full[6:]
     dropped = list(pipelines.epoch_batches(data, 4, seed=1, epochs=1, drop_remainder=True))
     assert [len(batch) for batch in dropped] == [4, 4]
+    assert [pipelines.steps_per_execution_for(s, 8) for s in (469, 40, 23, 3)] == [7, 8, 1, 3]
     with pytest.raises(ValueError, match="no batch"):
         pipelines.steps_per_epoch(3, 4, drop_remainder=True)
     with pytest.raises(ValueError, match="same number of rows"):

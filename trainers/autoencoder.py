@@ -2,9 +2,9 @@
 
 Usage::
 
-    python -m trainers.autoencoder                           # README main job (configs/autoencoder.py)
+    python -m trainers.autoencoder              # README main job: the paper's 100 epochs
     python -m trainers.autoencoder --bits 64 --hash_layer sign --dataset fashion_mnist
-    python -m trainers.autoencoder --config autoencoder_paper    # the full 100-epoch schedule
+    python -m trainers.autoencoder --epochs 30  # shorter: lr milestones stretched to 18, 24
     python -m trainers.autoencoder --smoke                   # tiny end-to-end run, < 1 minute
 
 Writes the run directory (``--workdir``, default ``runs/<config>_<dataset>_<layer>_<K>bits``):
@@ -156,7 +156,22 @@ def default_workdir(config: dict, smoke: bool = False) -> str:
     )
 
 
-def build_model(config: dict, steps_per_epoch: int):
+def compile_options(config: dict, steps_per_epoch: int, replicas: int) -> dict:
+    """``steps_per_execution`` (the largest divisor of the epoch's steps <= the config's) and
+    ``jit_compile`` (``"auto"``: XLA on a single replica; the cross-replica Bi-half gather is
+    left to the regular runtime)."""
+    jit = config["jit_compile"]
+    if jit == "auto":
+        jit = replicas == 1
+    return {
+        "steps_per_execution": pipelines.steps_per_execution_for(
+            steps_per_epoch, config["steps_per_execution"]
+        ),
+        "jit_compile": bool(jit),
+    }
+
+
+def build_model(config: dict, steps_per_epoch: int, replicas: int = 1):
     """The compiled autoencoder, its optimizer and schedule callbacks (call in a strategy scope)."""
     model = HashingAutoencoder(
         bits=config["bits"],
@@ -176,7 +191,11 @@ def build_model(config: dict, steps_per_epoch: int):
         momentum=optimizer_config.get("momentum", 0.0),
         dampening=optimizer_config.get("dampening", 0.0),
     )
-    model.compile(optimizer=optimizer, loss=BinaryReconstructionLoss())
+    model.compile(
+        optimizer=optimizer,
+        loss=BinaryReconstructionLoss(),
+        **compile_options(config, steps_per_epoch, replicas),
+    )
     return model, optimizer, schedule_callbacks
 
 
@@ -202,7 +221,9 @@ def train(
     distribution = strategy.get_strategy(config["distribution"])
     steps = pipelines.steps_per_epoch(len(x_train), config["batch_size"])
     with distribution.scope():
-        model, optimizer, schedule_callbacks = build_model(config, steps)
+        model, optimizer, schedule_callbacks = build_model(
+            config, steps, distribution.num_replicas_in_sync
+        )
     checkpoint = TrainingCheckpoint(run.checkpoint_dir, model, optimizer)
     initial_epoch = min(checkpoint.restore(), config["epochs"])
 

@@ -42,6 +42,21 @@ def steps_per_epoch(num_examples: int, batch_size: int, drop_remainder: bool = F
     return steps
 
 
+def steps_per_execution_for(steps: int, target: int) -> int:
+    """The largest divisor of ``steps`` that is <= ``target``.
+
+    Keras runs ``steps_per_execution`` steps per call and would otherwise read past an
+    epoch's batches when it does not divide ``steps_per_epoch``, which would shift every later
+    epoch's data.
+
+    >>> steps_per_execution_for(469, 8)  # 469 = 7 * 67
+    7
+    """
+    if steps < 1 or target < 1:
+        raise ValueError(f"steps and target must be >= 1; got {steps}, {target}.")
+    return max(d for d in range(1, min(steps, target) + 1) if steps % d == 0)
+
+
 def _check_arrays(arrays) -> int:
     sizes = {int(np.shape(array)[0]) for array in tf.nest.flatten(arrays)}
     if len(sizes) != 1:
