@@ -303,6 +303,11 @@ def export_tflite(
             f"The {quantize} TFLite model agrees with the SavedModel on {agreement:.2%} of the "
             f"bits of {checked_on} ({distinct} distinct codes vs {expected_distinct}); required "
             f"{threshold:.2%}. Nothing was written."
+            + (
+                " Try --quantize float16, or accept the loss knowingly with --min_agreement."
+                if quantize == "int8" and distinct > 1
+                else ""
+            )
         )
     report = {
         "saved_model": os.path.abspath(saved_model),
