@@ -48,18 +48,11 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from tf_bihalf.checksums import sha256_file
 from tf_bihalf.data.image_pipeline import image_dataset
 
 CACHE_FORMAT = 1
 DEFAULT_SHARD_SIZE = 4096
-
-
-def _sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def weights_digest(model: keras.Model) -> str:
@@ -175,7 +168,7 @@ class FeatureCache:
     def model_description(self) -> dict:
         weights_file_sha256 = None
         if self.weights_file is not None and os.path.isfile(self.weights_file):
-            weights_file_sha256 = _sha256_file(self.weights_file)
+            weights_file_sha256 = sha256_file(self.weights_file)
         return {
             "format": CACHE_FORMAT,
             "backbone": self.backbone,

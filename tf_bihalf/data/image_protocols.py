@@ -86,6 +86,7 @@ import os
 import numpy as np
 from absl import logging
 
+from tf_bihalf.checksums import sha256_file
 from tf_bihalf.data import list_files
 from tf_bihalf.data.tfds_builders import manual_layouts
 
@@ -993,7 +994,7 @@ def verify_splits(directory: str, splits: ProtocolSplits | None = None) -> dict:
         path = os.path.join(directory, name)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"Split file {path!r} named in {manifest_path!r} is missing.")
-        actual = list_files.sha256_file(path)
+        actual = sha256_file(path)
         if actual != record["sha256"]:
             raise ValueError(
                 f"Checksum mismatch for split file {path!r}: the manifest records SHA-256 "

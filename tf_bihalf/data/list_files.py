@@ -19,7 +19,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 
 import numpy as np
@@ -198,12 +197,3 @@ def write_list_file(path: str, paths: list[str], labels: np.ndarray) -> None:
     text = "".join(line + "\n" for line in format_list_lines(paths, labels))
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(text)
-
-
-def sha256_file(path: str, chunk_size: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(chunk_size), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

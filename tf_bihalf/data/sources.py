@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import hashlib
 import io
 import os
 import pickle
@@ -39,6 +38,8 @@ import urllib.request
 import zipfile
 
 import numpy as np
+
+from tf_bihalf.checksums import sha256_bytes, sha256_file  # noqa: F401  (re-exported)
 
 
 class ChecksumError(ValueError):
@@ -64,19 +65,6 @@ def format_attempts(what: str, attempts: list[Attempt], hint: str = "") -> str:
     if hint:
         lines.append(hint)
     return "\n".join(lines)
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: str, chunk_size: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(chunk_size), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def array_sha256(array: np.ndarray) -> str:

