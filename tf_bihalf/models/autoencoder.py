@@ -28,33 +28,17 @@ Example:
 
 from __future__ import annotations
 
-import math
-
 import keras
 import numpy as np
 
 from tf_bihalf import layers as hash_layers
+from tf_bihalf.models.linear import torch_linear
 
 HASH_LAYER_NAME = "hash_layer"
 
 
-def torch_linear_initializers(fan_in: int, seed: int | None = None):
-    """PyTorch ``nn.Linear`` default init: kernel and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
-    bound = 1.0 / math.sqrt(fan_in)
-    kernel = keras.initializers.RandomUniform(-bound, bound, seed=seed)
-    bias = keras.initializers.RandomUniform(-bound, bound, seed=None if seed is None else seed + 1)
-    return kernel, bias
-
-
 def _dense(units: int, fan_in: int, activation, name: str) -> keras.layers.Dense:
-    kernel, bias = torch_linear_initializers(fan_in)
-    return keras.layers.Dense(
-        units,
-        activation=activation,
-        kernel_initializer=kernel,
-        bias_initializer=bias,
-        name=name,
-    )
+    return torch_linear(units, fan_in, activation=activation, name=name)
 
 
 @keras.saving.register_keras_serializable(package="tf_bihalf")

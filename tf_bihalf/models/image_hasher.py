@@ -30,8 +30,6 @@ TensorShape([2, 16])
 
 from __future__ import annotations
 
-import math
-
 import keras
 import numpy as np
 import tensorflow as tf
@@ -39,21 +37,7 @@ import tensorflow as tf
 from tf_bihalf import layers as hash_layers
 from tf_bihalf.losses.cosine import CosineSimilarityPreservation
 from tf_bihalf.models.backbones import Backbone, build_backbone, normalize_image_size
-
-
-def torch_linear(units: int, fan_in: int, name: str = "hash_head") -> keras.layers.Dense:
-    """``Dense(units)`` initialised like ``torch.nn.Linear(fan_in, units)``.
-
-    Weight and bias are drawn from ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` (PyTorch's
-    ``kaiming_uniform_(a=sqrt(5))`` reduces to that bound for the weight).
-    """
-    limit = 1.0 / math.sqrt(fan_in)
-    return keras.layers.Dense(
-        units,
-        kernel_initializer=keras.initializers.RandomUniform(-limit, limit),
-        bias_initializer=keras.initializers.RandomUniform(-limit, limit),
-        name=name,
-    )
+from tf_bihalf.models.linear import torch_linear
 
 
 @keras.saving.register_keras_serializable(package="tf_bihalf")
@@ -124,7 +108,7 @@ class ImageHasher(keras.Model):
     def _build_tail(parts: Backbone, bits: int, hash_layer) -> keras.Model:
         frozen = keras.Input((parts.frozen_dim,), name="frozen_features")
         features = parts.top(frozen)
-        continuous = torch_linear(bits, parts.feature_dim)(features)
+        continuous = torch_linear(bits, parts.feature_dim, name="hash_head")(features)
         codes = hash_layer(continuous)
         outputs = {"features": features, "continuous": continuous, "codes": codes}
         return keras.Model(frozen, outputs, name="hash_tail")
