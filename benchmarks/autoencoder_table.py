@@ -52,6 +52,7 @@ def main() -> None:
                 config = common.load_config("autoencoder")
                 configured_epochs = config["epochs"]
                 config.update(dataset=dataset, hash_layer=layer, bits=bits, seed=args.seed)
+                config["evaluation"]["every_n_epochs"] = 0  # no monitoring: only the final model
                 if args.epochs:
                     config["epochs"] = args.epochs
                     config["schedule"]["milestones"] = schedules.scale_milestones(

@@ -230,6 +230,10 @@ def test_resume_after_interruption_is_exact(finished_run, tmp_path):
             for key in expected.files:
                 np.testing.assert_array_equal(actual[key], expected[key], err_msg=key)
     assert resumed["metrics"]["map"] == reference["metrics"]["map"]
+    # Running a finished run again re-evaluates it and keeps the training record.
+    again = autoencoder.train(digits_config(), path, progress=False)
+    assert again["metrics"]["map"] == reference["metrics"]["map"]
+    assert again["training"]["re_evaluated"] and again["training"]["resumed_from_epoch"] == 1
 
 
 def test_resume_refuses_a_different_config(finished_run):

@@ -265,15 +265,20 @@ def train(
         )
     callbacks.extend(extra_callbacks)
     timer = common.EpochTimer()
-    history = model.fit(
-        training_data,
-        epochs=config["epochs"],
-        initial_epoch=initial_epoch,
-        steps_per_epoch=steps,
-        callbacks=common.standard_callbacks(run, checkpoint, callbacks, timer),
-        verbose=1 if progress else 2,
-        shuffle=False,  # the pipeline shuffles, per epoch, resumably
-    )
+    losses = []
+    if initial_epoch < config["epochs"]:
+        history = model.fit(
+            training_data,
+            epochs=config["epochs"],
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps,
+            callbacks=common.standard_callbacks(run, checkpoint, callbacks, timer),
+            verbose=1 if progress else 2,
+            shuffle=False,  # the pipeline shuffles, per epoch, resumably
+        )
+        losses = [float(value) for value in history.history.get("loss", [])]
+    else:
+        logging.info("All %d epochs were already trained; evaluating.", config["epochs"])
 
     evaluation_start = time.perf_counter()
     query = evaluation.encode_dataset(encoder, query_data, progress, "encoding the queries")
@@ -290,7 +295,6 @@ def train(
     encoder.save(run.encoder_path)
     title = f"{config['hash_layer']} {config['bits']} bits, {config['dataset']}"
     plot_paths = plots.write_plots(scores, run.plots_dir, title=title)
-    losses = [float(value) for value in history.history.get("loss", [])]
     results = {
         "config": config,
         "metrics": scores,
@@ -315,6 +319,11 @@ def train(
             "tensorboard": os.path.relpath(run.tensorboard_dir, run.path),
         },
     }
+    if not losses and os.path.exists(run.results_path):
+        # Nothing was trained in this process: keep the training record of the earlier one.
+        previous = workdir.read_json(run.results_path).get("training")
+        if previous:
+            results["training"] = dict(previous, re_evaluated=True)
     run.write_results(results)
     summary = (
         f"mAP@{scores['map_at']} = {scores['map']:.4f} (ties: {scores['ties']}; tie-averaged "
