@@ -84,8 +84,13 @@ def straight_through(u: tf.Tensor, codes: tf.Tensor, gamma: float | tf.Tensor = 
     @tf.custom_gradient
     def _forward(x):
         def grad(upstream):
-            size = tf.cast(tf.size(x), x.dtype)
-            return upstream + (gamma / tf.maximum(size, 1.0)) * (x - codes)
+            if isinstance(gamma, (int, float)) and not gamma:
+                return upstream
+            if x.shape.is_fully_defined():
+                scale = gamma / max(x.shape.num_elements(), 1)  # a constant, no ops
+            else:
+                scale = gamma / tf.maximum(tf.cast(tf.size(x), x.dtype), 1.0)
+            return upstream + scale * (x - codes)
 
         return tf.identity(codes), grad
 
