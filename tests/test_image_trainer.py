@@ -60,6 +60,20 @@ def test_smoke_run_writes_the_run_directory_and_resumes(folder, tmp_path):
         image_trainer.train({**config, "bits": 16}, workdir)
 
 
+def test_resume_refuses_changed_splits(folder, tmp_path):
+    """An image that disappears between a run and its resumption must not change the split."""
+    import shutil
+
+    copy = str(tmp_path / "photos")
+    shutil.copytree(folder, copy)
+    config = image_trainer.resolve_config(f"folder:{copy}", {"bits": 8}, smoke=True)
+    workdir = str(tmp_path / "run")
+    image_trainer.train(config, workdir)
+    os.remove(os.path.join(copy, "class_1", "3.png"))
+    with pytest.raises(ValueError, match="split computed now differs"):
+        image_trainer.train(config, workdir)
+
+
 def test_end_to_end_without_cache(folder, tmp_path):
     config = image_trainer.resolve_config(
         f"folder:{folder}",

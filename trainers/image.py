@@ -236,7 +236,13 @@ def train(config: dict, workdir: str, data_dir: str | None = None) -> dict:
     run = prepare_workdir(workdir, config)
     keras.utils.set_random_seed(int(config["seed"]))
     splits = load_splits(config, data_dir)
-    image_protocols.write_splits(splits, os.path.join(run.path, "splits"))
+    split_directory = os.path.join(run.path, "splits")
+    if os.path.isfile(os.path.join(split_directory, image_protocols.MANIFEST_NAME)):
+        # A resumed run must train and evaluate on exactly the splits it started with: a
+        # changed collection (an image gone missing, say) is an error, never a silent change.
+        image_protocols.verify_splits(split_directory, splits)
+    else:
+        image_protocols.write_splits(splits, split_directory)
     strategy = get_strategy(config["strategy"])
     use_cache = bool(config["feature_cache"])
     batch_size = config["batch_size"]
