@@ -26,66 +26,23 @@ several hours on 2 CPU cores. Protocol (II) trains on 5,000 images: 10x less.
 
 from __future__ import annotations
 
+from configs._image import image_config, smoke_variant
+
 
 def get_config(smoke: bool = False) -> dict:
-    config = {
-        "model_type": "image",
-        "dataset": "cifar10",
-        "protocol": "I",
-        "protocol_options": {},
-        "follows": "reference code (its Cifar-10 script; the paper agrees)",
-        "backbone": "vgg16",
-        "weights": "imagenet",
-        "image_size": [224, 224],
-        "resize": "stretch",
-        "dropout": None,  # The backbone's default: 0.5 after fc6 and fc7 for VGG16.
-        "bits": 64,
-        "hash_layer": "bihalf",
-        # Keyword arguments per hash layer; the one named by "hash_layer" is used.
-        "hash_layer_options": {
-            "bihalf": {"gamma": 6.0},
-            "sign": {},
-            "signreg": {"alpha": 1.0},
-            "tanh": {},
-            "relaxed": {},
-            "median": {},
-        },
-        "loss": {"pairing": "half"},
-        "optimizer": {"name": "sgd", "learning_rate": 1e-4, "momentum": 0.9, "weight_decay": 5e-4},
-        "schedule": {"name": "step", "period": 120, "factor": 0.1},
-        "epochs": 300,
-        "batch_size": 32,
-        "feature_cache": True,
-        "cache_dir": "~/.cache/tf_bihalf/features",
-        "extract_batch_size": 64,
+    config = image_config(
+        dataset="cifar10",
+        protocol="I",
+        follows="reference code (its Cifar-10 script; the paper agrees)",
+        schedule={"name": "step", "period": 120, "factor": 0.1},
+        epochs=300,
         # Metric k per protocol: (I) mAP@1000, (II) mAP@All (None).
-        "evaluation": {
-            "top_k": {"I": 1000, "II": None},
-            "extra_top_k": [],  # Further mAP@k to report.
-            "ties": "stable",
-            "precision_at": [100, 500, 1000, 5000],
-            "batch_size": 256,
-        },
-        "seed": 0,
-        "strategy": "mirrored",
-    }
+        evaluation={"top_k": {"I": 1000, "II": None}},
+    )
     if smoke:
-        config.update(
-            weights=None,
-            image_size=[32, 32],
-            epochs=2,
-            batch_size=8,
-            cache_dir=None,
-            extract_batch_size=16,
-            protocol_options={
-                "num_query_per_class": 10,
-                "num_database_per_class": 40,
-                "num_train_per_class": 20,
-            },
-            evaluation={
-                **config["evaluation"],
-                "top_k": {"I": 100, "II": None},
-                "precision_at": [10, 50],
-            },
+        smoke_variant(
+            config,
+            {"num_query_per_class": 10, "num_database_per_class": 40, "num_train_per_class": 20},
+            {"top_k": {"I": 100, "II": None}},
         )
     return config

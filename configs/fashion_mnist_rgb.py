@@ -29,70 +29,29 @@ run on the cached features.
 
 from __future__ import annotations
 
+from configs._image import image_config, smoke_variant
+
 
 def get_config(smoke: bool = False) -> dict:
-    config = {
-        "model_type": "image",
-        "dataset": "fashion_mnist_rgb",
-        "protocol": None,
-        "protocol_options": {
+    config = image_config(
+        dataset="fashion_mnist_rgb",
+        protocol_options={
             "num_query_per_class": 100,
             "num_database_per_class": 500,
             "num_train_per_class": None,  # None: train = database.
         },
-        "follows": "reference code's image settings, shortened schedule; not a paper setting",
-        "backbone": "efficientnet_lite0",
-        "weights": "imagenet",
-        "image_size": [112, 112],
-        "resize": "stretch",
-        "dropout": None,  # EfficientNet-Lite0: no dropout before the head.
-        "bits": 64,
-        "hash_layer": "bihalf",
-        # Keyword arguments per hash layer; the one named by "hash_layer" is used.
-        "hash_layer_options": {
-            "bihalf": {"gamma": 6.0},
-            "sign": {},
-            "signreg": {"alpha": 1.0},
-            "tanh": {},
-            "relaxed": {},
-            "median": {},
-        },
-        "loss": {"pairing": "half"},
-        "optimizer": {"name": "sgd", "learning_rate": 1e-4, "momentum": 0.9, "weight_decay": 5e-4},
-        "schedule": {"name": "multistep", "milestones": [40], "factor": 0.1},
-        "epochs": 60,
-        "batch_size": 32,
-        "feature_cache": True,
-        "cache_dir": "~/.cache/tf_bihalf/features",
-        "extract_batch_size": 64,
-        "evaluation": {
-            "top_k": None,
-            "extra_top_k": [1000],
-            "ties": "stable",
-            "precision_at": [100, 500, 1000],
-            "batch_size": 256,
-        },
-        "seed": 0,
-        "strategy": "mirrored",
-    }
+        follows="reference code's image settings, shortened schedule; not a paper setting",
+        backbone="efficientnet_lite0",
+        image_size=[112, 112],
+        dropout=None,  # EfficientNet-Lite0: no dropout before the head.
+        schedule={"name": "multistep", "milestones": [40], "factor": 0.1},
+        epochs=60,
+        evaluation={"extra_top_k": [1000], "precision_at": [100, 500, 1000]},
+    )
     if smoke:
-        config.update(
-            weights=None,
-            image_size=[32, 32],
-            epochs=2,
-            batch_size=8,
-            cache_dir=None,
-            extract_batch_size=16,
-            protocol_options={
-                "num_query_per_class": 5,
-                "num_database_per_class": 20,
-                "num_train_per_class": None,
-            },
-            evaluation={
-                **config["evaluation"],
-                "top_k": None,
-                "extra_top_k": [50],
-                "precision_at": [10, 50],
-            },
+        smoke_variant(
+            config,
+            {"num_query_per_class": 5, "num_database_per_class": 20, "num_train_per_class": None},
+            {"top_k": None, "extra_top_k": [50]},
         )
     return config

@@ -24,57 +24,11 @@ This config is also the default for users' own collections (``--dataset=folder:D
 
 from __future__ import annotations
 
+from configs._image import image_config, smoke_variant
+
 
 def get_config(smoke: bool = False) -> dict:
-    config = {
-        "model_type": "image",
-        "dataset": "flickr25k",
-        "protocol": None,
-        "protocol_options": {},
-        "follows": "reference code (its Flickr25k script)",
-        "backbone": "vgg16",
-        "weights": "imagenet",
-        "image_size": [224, 224],
-        "resize": "stretch",
-        "dropout": None,  # The backbone's default: 0.5 after fc6 and fc7 for VGG16.
-        "bits": 64,
-        "hash_layer": "bihalf",
-        # Keyword arguments per hash layer; the one named by "hash_layer" is used.
-        "hash_layer_options": {
-            "bihalf": {"gamma": 6.0},
-            "sign": {},
-            "signreg": {"alpha": 1.0},
-            "tanh": {},
-            "relaxed": {},
-            "median": {},
-        },
-        "loss": {"pairing": "half"},
-        "optimizer": {"name": "sgd", "learning_rate": 1e-4, "momentum": 0.9, "weight_decay": 5e-4},
-        "schedule": {"name": "step", "period": 60, "factor": 0.1},
-        "epochs": 100,
-        "batch_size": 32,
-        "feature_cache": True,
-        "cache_dir": "~/.cache/tf_bihalf/features",
-        "extract_batch_size": 64,
-        "evaluation": {
-            "top_k": None,
-            "extra_top_k": [],  # Further mAP@k to report.
-            "ties": "stable",
-            "precision_at": [100, 500, 1000, 5000],
-            "batch_size": 256,
-        },
-        "seed": 0,
-        "strategy": "mirrored",
-    }
+    config = image_config(dataset="flickr25k", follows="reference code (its Flickr25k script)")
     if smoke:
-        config.update(
-            weights=None,
-            image_size=[32, 32],
-            epochs=2,
-            batch_size=8,
-            cache_dir=None,
-            extract_batch_size=16,
-            protocol_options={"num_query": 20, "num_train": 40},
-            evaluation={**config["evaluation"], "top_k": None, "precision_at": [10, 50]},
-        )
+        smoke_variant(config, {"num_query": 20, "num_train": 40}, {"top_k": None})
     return config

@@ -41,7 +41,11 @@ RUNS_DIRECTORY = "runs"
 
 def available_configs() -> list[str]:
     """Names of the config modules in ``configs/``."""
-    return sorted(module.name for module in pkgutil.iter_modules(configs.__path__))
+    return sorted(
+        module.name
+        for module in pkgutil.iter_modules(configs.__path__)
+        if not module.name.startswith("_")  # shared defaults, not configs
+    )
 
 
 def load_config(name: str, smoke: bool = False) -> dict:
