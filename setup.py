@@ -27,8 +27,18 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["tf_bihalf", "tf_bihalf.*", "trainers", "trainers.*",
-                                    "export", "export.*", "configs", "configs.*"]),
+    packages=find_packages(
+        include=[
+            "tf_bihalf",
+            "tf_bihalf.*",
+            "trainers",
+            "trainers.*",
+            "export",
+            "export.*",
+            "configs",
+            "configs.*",
+        ]
+    ),
     install_requires=CORE,
     extras_require={
         "dev": ["pytest", "ruff", "scikit-learn"],
