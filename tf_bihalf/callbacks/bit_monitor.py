@@ -6,11 +6,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_bihalf.callbacks.summary import SummaryCallback
 from tf_bihalf.training import submodels
 from tf_bihalf.training.evaluation import bit_statistics
 
 
-class BitMonitor(keras.callbacks.Callback):
+class BitMonitor(SummaryCallback):
     """Logs, on a fixed sample batch at the end of every ``every_n_epochs``-th epoch:
 
     - ``U/bit_00`` ... : the histogram of the continuous pre-hash feature U of each of the first
@@ -70,16 +71,6 @@ class BitMonitor(keras.callbacks.Callback):
             self.feature_model = submodels.continuous_encoder(self.model)
         if self.code_model is None:
             self.code_model = submodels.code_encoder(self.model)
-
-    def _summary_writer(self):
-        if self._writer is None:
-            self._writer = tf.summary.create_file_writer(self.log_dir)
-        return self._writer
-
-    def on_train_end(self, logs=None):
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
 
     def continuous_features(self) -> np.ndarray:
         """U of the sample batch, float32 (N, K)."""

@@ -9,11 +9,12 @@ import tensorflow as tf
 from absl import logging
 
 from tf_bihalf import metrics
+from tf_bihalf.callbacks.summary import SummaryCallback
 from tf_bihalf.training import submodels
 from tf_bihalf.training.evaluation import encode_dataset
 
 
-class RetrievalEvaluation(keras.callbacks.Callback):
+class RetrievalEvaluation(SummaryCallback):
     """Encodes a query set and a database every ``every_n_epochs`` epochs and logs mAP@k.
 
     Written to TensorBoard (step = 0-based epoch, as Keras' ``TensorBoard``): ``retrieval/map``
@@ -68,16 +69,6 @@ class RetrievalEvaluation(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         if self.encoder is None:
             self.encoder = submodels.code_encoder(self.model)
-
-    def _summary_writer(self):
-        if self._writer is None:
-            self._writer = tf.summary.create_file_writer(self.log_dir)
-        return self._writer
-
-    def on_train_end(self, logs=None):
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
 
     def evaluate(self, step: int) -> dict:
         """Encodes both sets, computes and logs mAP at ``step``; returns the values."""
