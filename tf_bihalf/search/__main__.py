@@ -30,7 +30,8 @@ import sys
 import numpy as np
 from absl import logging
 
-from tf_bihalf.search import backends, hamming
+from tf_bihalf.codes import as_packed_codes
+from tf_bihalf.search import backends
 from tf_bihalf.search.index import HammingIndex
 
 
@@ -85,7 +86,7 @@ def load_ids(path: str) -> np.ndarray:
 def _infer_bits(codes: np.ndarray, bits: int | None) -> int:
     if bits is not None:
         return bits
-    return hamming.as_packed_codes(codes, None, "codes")[1]
+    return as_packed_codes(codes, None, "codes")[1]
 
 
 def build(args: argparse.Namespace) -> int:

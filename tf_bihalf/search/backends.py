@@ -28,6 +28,7 @@ import threading
 
 import numpy as np
 
+from tf_bihalf.codes import check_bits, packed_width
 from tf_bihalf.search import hamming
 
 __all__ = [
@@ -82,8 +83,8 @@ class HammingBackend(abc.ABC):
     name = ""
 
     def __init__(self, bits: int):
-        self.bits = hamming.check_bits(bits)
-        self.code_size = hamming.packed_width(self.bits)
+        self.bits = check_bits(bits)
+        self.code_size = packed_width(self.bits)
 
     @property
     @abc.abstractmethod

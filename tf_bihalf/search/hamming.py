@@ -1,6 +1,7 @@
 """Binary codes as packed words, and Hamming distances by popcount.
 
-Every retrieval function and index in this project accepts codes in three forms:
+Every retrieval function and index in this project accepts codes in three forms, read by
+``tf_bihalf.codes.as_packed_codes`` (the one owner of the code rule; re-exported here):
 
 - ±1 codes, shape (N, K), any numeric dtype (what the hash layers return at inference);
 - {0, 1} codes, shape (N, K) (bool or numeric);
@@ -25,9 +26,9 @@ array([[0, 1, 3]], dtype=int32)
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
+
+from tf_bihalf.codes import as_packed_codes, check_bits, packed_width
 
 __all__ = [
     "as_packed_codes",
@@ -38,98 +39,6 @@ __all__ = [
     "pairwise_hamming",
     "to_words",
 ]
-
-
-def packed_width(bits: int) -> int:
-    """Bytes per packed code of ``bits`` bits: ``ceil(bits / 8)``."""
-    return (int(bits) + 7) // 8
-
-
-def check_bits(bits, name: str = "bits") -> int:
-    """Returns ``bits`` as an int after checking that it is a positive integer."""
-    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral) or int(bits) < 1:
-        raise ValueError(f"{name} must be a positive integer (the code length K); got {bits!r}.")
-    return int(bits)
-
-
-def _tail_mask(bits: int) -> int:
-    """Mask that keeps the ``bits % 8`` used (most significant) bits of the last byte."""
-    used = bits % 8
-    return 0xFF if used == 0 else (0xFF << (8 - used)) & 0xFF
-
-
-def as_packed_codes(codes, bits: int | None = None, name: str = "codes") -> tuple[np.ndarray, int]:
-    """Validates codes in any accepted form and returns ``(packed uint8 (N, ceil(K/8)), K)``.
-
-    Args:
-      codes: ±1 or {0, 1} codes (N, K), or packed uint8 codes (N, ceil(K/8)) with ``bits=K``.
-      bits: the code length K. Required for packed codes; for unpacked codes, when given, it must
-        equal the number of columns.
-      name: how error messages call the array (``"query_codes"``...).
-
-    Returns:
-      The packed codes (C-contiguous, unused trailing bits of the last byte set to zero) and K.
-
-    Raises:
-      ValueError: wrong rank or dtype, values other than ±1 / {0, 1}, a shape that matches
-        neither ``bits`` nor ``ceil(bits / 8)``, or uint8 values above 1 without ``bits``.
-    """
-    if bits is not None:
-        bits = check_bits(bits)
-    array = np.asarray(codes)
-    if array.ndim != 2:
-        raise ValueError(
-            f"{name} must be a 2-D array: ±1 or {{0,1}} codes (N, K), or packed uint8 codes "
-            f"(N, ceil(K/8)) with bits=K; got shape {array.shape}."
-        )
-    columns = array.shape[1]
-    if bits is not None and columns == packed_width(bits) and columns != bits:
-        if array.dtype != np.uint8:
-            raise ValueError(
-                f"{name} has {columns} columns = ceil(bits/8) for bits={bits}, so it is read as "
-                f"packed codes, which must be uint8; got dtype {array.dtype}."
-            )
-        return _clean_packed(array, bits), bits
-    if bits is not None and columns == bits == 1 and array.dtype == np.uint8:
-        # One-bit codes: (N, 1) uint8 is packed if it holds a packed value (0 or 128).
-        if array.size and array.max() > 1:
-            return _clean_packed(array, bits), bits
-    if array.dtype == np.uint8 and bits is None and array.size and array.max() > 1:
-        raise ValueError(
-            f"{name} is uint8 with values above 1, which looks like packed codes: pass bits=K "
-            "(the code length) so that they can be unpacked."
-        )
-    if bits is not None and columns != bits:
-        raise ValueError(
-            f"{name} has {columns} columns, which matches neither bits={bits} (unpacked codes) "
-            f"nor ceil(bits/8)={packed_width(bits)} (packed uint8 codes)."
-        )
-    if columns == 0:
-        raise ValueError(f"{name} has zero columns; codes need at least one bit.")
-    if array.dtype == np.bool_:
-        ones = array
-    elif array.dtype.kind in "iuf":
-        ones = array == 1
-        if not np.all(ones | (array == -1)) and not np.all(ones | (array == 0)):
-            bad = array[~(ones | (array == -1) | (array == 0))]
-            example = bad[0] if bad.size else "a mix of -1 and 0"
-            raise ValueError(
-                f"{name} must hold ±1 codes or {{0,1}} codes (found {example}); binarize "
-                "real-valued outputs first (for example np.where(x >= 0, 1, -1)), or pass "
-                "packed uint8 codes with bits=K."
-            )
-    else:
-        raise ValueError(f"{name} must be numeric or bool; got dtype {array.dtype}.")
-    return np.ascontiguousarray(np.packbits(ones, axis=1)), columns
-
-
-def _clean_packed(array: np.ndarray, bits: int) -> np.ndarray:
-    """Copies packed codes, zeroing the padding bits of the last byte."""
-    packed = np.array(array, dtype=np.uint8, order="C", copy=True)
-    mask = _tail_mask(bits)
-    if mask != 0xFF and packed.size:
-        packed[:, -1] &= np.uint8(mask)
-    return packed
 
 
 def to_words(packed: np.ndarray) -> np.ndarray:

@@ -43,7 +43,8 @@ import numpy as np
 from absl import logging
 
 from tf_bihalf.checksums import sha256_file
-from tf_bihalf.search import backends, hamming
+from tf_bihalf.codes import as_packed_codes, check_bits, packed_width
+from tf_bihalf.search import backends
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "HammingIndex"]
 
@@ -88,9 +89,9 @@ class HammingIndex:
     """
 
     def __init__(self, bits: int, backend: str = "auto"):
-        self.bits = hamming.check_bits(bits)
+        self.bits = check_bits(bits)
         self._backend = backends.make_backend(backend, self.bits)
-        self._packed = np.zeros((0, hamming.packed_width(self.bits)), dtype=np.uint8)
+        self._packed = np.zeros((0, packed_width(self.bits)), dtype=np.uint8)
         self._ids = np.zeros(0, dtype=np.int64)
 
     # -- properties ------------------------------------------------------------------------------
@@ -128,7 +129,7 @@ class HammingIndex:
         if array.ndim == 1:
             array = array[None, :]
         try:
-            packed, _ = hamming.as_packed_codes(array, self.bits, name)
+            packed, _ = as_packed_codes(array, self.bits, name)
         except ValueError as error:
             raise ValueError(f"{error} (this index holds {self.bits}-bit codes)") from None
         return packed
@@ -314,10 +315,10 @@ class HammingIndex:
                     "The index is corrupt or was modified; rebuild it."
                 )
             arrays[name] = np.load(file_path, allow_pickle=False)
-        bits = hamming.check_bits(manifest.get("bits"), "manifest bits")
+        bits = check_bits(manifest.get("bits"), "manifest bits")
         packed, ids = arrays[_CODES_FILE], arrays[_IDS_FILE]
         count = manifest.get("count")
-        if packed.dtype != np.uint8 or packed.shape != (count, hamming.packed_width(bits)):
+        if packed.dtype != np.uint8 or packed.shape != (count, packed_width(bits)):
             raise ValueError(
                 f"{path}: codes.npy has {packed.dtype} {packed.shape}, manifest says {count} x {bits} bits."
             )
