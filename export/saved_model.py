@@ -14,6 +14,12 @@ writes ``DIR/NAME/N/`` (``--overwrite`` replaces an existing version), built wit
   JPEG/PNG/BMP/GIF/WebP files -> the same outputs; decoding, RGB conversion and the resize to
   ``image_size`` run in the graph (``export.preprocessing``).
 
+Both signatures refuse what they cannot encode with an ``InvalidArgumentError`` that says what is
+wrong, before any memory is spent on it: inputs of another shape, NaN or Inf values, an image
+whose header declares more than ``--max_pixels`` pixels (default 50 million; read from the
+header, before decoding), an image that does not decode. An empty batch gives empty outputs
+(``(0, K)`` and ``(0, ceil(K/8))``).
+
 Codes are ``sign(U)`` with ``sign(0) = +1``: the model runs with ``training=False``, so the
 Bi-half batch ranking never enters the graph, and an example encodes the same alone or inside a
 batch. ``codes_packed`` follows ``numpy.packbits`` (``tf_bihalf.codes.pack_tf``). The version is
@@ -77,8 +83,38 @@ def codes_outputs(codes: tf.Tensor) -> dict[str, tf.Tensor]:
     return {"codes": signed, "codes_packed": pack_tf(codes)}
 
 
-def build_export_archive(model: keras.Model, spec: EncoderSpec) -> keras.export.ExportArchive:
-    """The ExportArchive with the ``serving_default`` (and ``image_bytes``) endpoints."""
+def _finite(inputs: tf.Tensor) -> tf.Tensor:
+    """``inputs`` after an in-graph check that every value is finite (``InvalidArgumentError``
+    "inputs contain NaN or Inf values" otherwise): NaN has no sign, so it has no code."""
+    return tf.debugging.assert_all_finite(
+        inputs,
+        f"{FLOAT_SIGNATURE}: inputs contain NaN or Inf values; every input value must be finite",
+    )
+
+
+def _codes_of_batch(model: keras.Model, inputs: tf.Tensor) -> tf.Tensor:
+    """The model's inference output for a batch that may be empty, as ``(N, K)``.
+
+    Some kernels (oneDNN convolutions) refuse a batch of zero examples, so an empty batch is
+    padded with one zero example whose output is then sliced away. A non-empty batch is not
+    padded; no control flow, so the graph still converts to TFLite builtins.
+    """
+    count = tf.shape(inputs)[0]
+    padding = tf.maximum(1 - count, 0)
+    filler = tf.zeros(tf.concat([[padding], tf.shape(inputs)[1:]], axis=0), inputs.dtype)
+    outputs = model(tf.concat([inputs, filler], axis=0), training=False)
+    return outputs[:count]
+
+
+def build_export_archive(
+    model: keras.Model, spec: EncoderSpec, max_pixels: int = preprocessing.DEFAULT_MAX_PIXELS
+) -> keras.export.ExportArchive:
+    """The ExportArchive with the ``serving_default`` (and ``image_bytes``) endpoints.
+
+    Both refuse what they cannot encode with an ``InvalidArgumentError`` that says why: inputs
+    of the wrong shape, NaN/Inf inputs, images declaring more than ``max_pixels`` pixels (read
+    from the header, before decoding) or that do not decode. An empty batch gives empty outputs.
+    """
     archive = keras.export.ExportArchive()
     # Not archive.track(model): that also saves the Keras variable wrappers, a second copy of
     # every weight; the endpoints track the variables they use.
@@ -86,8 +122,8 @@ def build_export_archive(model: keras.Model, spec: EncoderSpec) -> keras.export.
     def encode_floats(inputs):
         # A signature does not check the shape of what it is fed (neither does TF Serving), and
         # a pooled backbone would happily encode a wrongly sized image: check it in the graph.
-        inputs = tf.ensure_shape(inputs, (None, *spec.input_shape))
-        return codes_outputs(model(inputs, training=False))
+        inputs = _finite(tf.ensure_shape(inputs, (None, *spec.input_shape)))
+        return codes_outputs(_codes_of_batch(model, inputs))
 
     archive.add_endpoint(
         FLOAT_SIGNATURE,
@@ -99,8 +135,10 @@ def build_export_archive(model: keras.Model, spec: EncoderSpec) -> keras.export.
     if spec.model_type == "image":
 
         def encode_image_bytes(image_bytes):
-            images = preprocessing.decode_images(image_bytes, spec.image_size, spec.resize)
-            return codes_outputs(model(images, training=False))
+            images = preprocessing.decode_images(
+                image_bytes, spec.image_size, spec.resize, max_pixels
+            )
+            return codes_outputs(_codes_of_batch(model, images))
 
         archive.add_endpoint(
             BYTES_SIGNATURE,
@@ -110,7 +148,11 @@ def build_export_archive(model: keras.Model, spec: EncoderSpec) -> keras.export.
     return archive
 
 
-def sidecar_contents(spec: EncoderSpec, source: str | None = None) -> dict:
+def sidecar_contents(
+    spec: EncoderSpec,
+    source: str | None = None,
+    max_pixels: int = preprocessing.DEFAULT_MAX_PIXELS,
+) -> dict:
     """The description written to ``assets.extra/tf_bihalf.json``."""
     outputs = {
         "codes": {"dtype": "int8", "shape": [None, spec.bits], "values": "±1, sign(U), +1 for 0"},
@@ -139,6 +181,7 @@ def sidecar_contents(spec: EncoderSpec, source: str | None = None) -> dict:
             "inputs": {BYTES_INPUT_KEY: {"dtype": "string", "shape": [None]}},
             "outputs": outputs,
             "preprocessing": {
+                "max_pixels": int(max_pixels),
                 "decode": "tf.io.decode_image(channels=3, expand_animations=False)",
                 "resize": {
                     "size": list(spec.image_size),
@@ -345,6 +388,11 @@ def _check_version(version) -> int:
     return number
 
 
+def _check_max_pixels(max_pixels) -> None:
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+        raise ValueError(f"max_pixels must be a positive integer; got {max_pixels!r}.")
+
+
 def export_saved_model(
     model: keras.Model,
     spec: EncoderSpec,
@@ -354,8 +402,11 @@ def export_saved_model(
     overwrite: bool = False,
     source: str | None = None,
     verify: bool = True,
+    max_pixels: int = preprocessing.DEFAULT_MAX_PIXELS,
 ) -> str:
     """Writes ``out/model_name/version/`` and returns that path.
+
+    ``max_pixels`` caps the images the ``image_bytes`` signature decodes (read from the header).
 
     Raises:
         FileExistsError: the version directory exists and ``overwrite`` is false.
@@ -364,6 +415,7 @@ def export_saved_model(
     """
     _check_name(model_name)
     version = _check_version(version)
+    _check_max_pixels(max_pixels)
     model_dir = os.path.join(out, model_name)
     target = os.path.join(model_dir, str(version))
     if os.path.exists(target) and not overwrite:
@@ -375,11 +427,11 @@ def export_saved_model(
     # A hidden, non-numeric name: TF Serving ignores it while it is being written.
     staging = tempfile.mkdtemp(prefix=f".{version}.partial-", dir=model_dir)
     try:
-        archive = build_export_archive(model, spec)
+        archive = build_export_archive(model, spec, max_pixels)
         archive.write_out(staging, verbose=False)
         os.makedirs(os.path.join(staging, "assets.extra"), exist_ok=True)
         with open(os.path.join(staging, SIDECAR_PATH), "w", encoding="utf-8") as file:
-            json.dump(sidecar_contents(spec, source), file, indent=2)
+            json.dump(sidecar_contents(spec, source, max_pixels), file, indent=2)
         if verify:
             verify_export(staging, model, spec)
         if os.path.exists(target):
@@ -397,7 +449,12 @@ def export_saved_model(
 
 
 def export_run(
-    workdir: str, out: str, model_name: str, version: int, overwrite: bool = False
+    workdir: str,
+    out: str,
+    model_name: str,
+    version: int,
+    overwrite: bool = False,
+    max_pixels: int = preprocessing.DEFAULT_MAX_PIXELS,
 ) -> str:
     """Loads a training run (``workdir/config.json`` + ``encoder.keras``) and exports it."""
     _check_name(model_name)
@@ -407,8 +464,11 @@ def export_run(
         raise FileExistsError(
             f"{target!r} already exists; export as a new --version or pass --overwrite."
         )
+    _check_max_pixels(max_pixels)
     model, spec = load_run(workdir)
-    return export_saved_model(model, spec, out, model_name, version, overwrite, source=workdir)
+    return export_saved_model(
+        model, spec, out, model_name, version, overwrite, source=workdir, max_pixels=max_pixels
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -423,10 +483,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an existing version directory"
     )
+    parser.add_argument(
+        "--max_pixels",
+        type=int,
+        default=preprocessing.DEFAULT_MAX_PIXELS,
+        help="largest width x height the image_bytes signature decodes (read from the header)",
+    )
     args = parser.parse_args(argv)
     logging.set_verbosity(logging.INFO)
     try:
-        path = export_run(args.workdir, args.out, args.model_name, args.version, args.overwrite)
+        path = export_run(
+            args.workdir,
+            args.out,
+            args.model_name,
+            args.version,
+            args.overwrite,
+            max_pixels=args.max_pixels,
+        )
     except (FileNotFoundError, FileExistsError, ValueError) as error:
         parser.exit(2, f"error: {error}\n")
     metadata = read_sidecar(path)
