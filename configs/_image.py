@@ -1,23 +1,24 @@
 """Defaults shared by the image-hashing configs: the reference code's VGG16 setting.
 
-Not a config itself (the leading underscore keeps it out of ``trainers.common.available_configs``):
-each ``configs/<dataset>.py`` starts from ``image_config(...)`` and states only what differs.
+Not a config itself (the leading underscore keeps it out of the trainers' config list): each
+``configs/<dataset>.py`` starts from ``image_config(name, ...)`` and states only what differs.
+Keys beyond ``configs/_common.py``'s (read by ``tf_bihalf.tasks.image``): ``protocol_options``,
+``backbone``, ``weights``, ``image_size`` ``[H, W]``, ``resize``, ``dropout``, ``loss.pairing``,
+``feature_cache``, ``cache_dir``, ``extract_batch_size``.
 """
 
 from __future__ import annotations
 
-import copy
+from configs._common import common_config
 
-_DEFAULTS = {
-    "model_type": "image",
-    "dataset": None,
-    "protocol": None,
+IMAGE_DEFAULTS = {
+    "task": "image",
+    # Options of the dataset's protocol (tf_bihalf.data.load_protocol keyword arguments).
     "protocol_options": {},
-    "follows": None,
     "backbone": "vgg16",
-    "weights": "imagenet",
+    "weights": "imagenet",  # "imagenet", None or a local weights file.
     "image_size": [224, 224],
-    "resize": "stretch",
+    "resize": "stretch",  # or "center_crop"
     "dropout": None,  # The backbone's default: 0.5 after fc6 and fc7 for VGG16.
     "bits": 64,
     "hash_layer": "bihalf",
@@ -30,35 +31,32 @@ _DEFAULTS = {
         "relaxed": {},
         "median": {},
     },
-    "loss": {"pairing": "half"},
-    "optimizer": {"name": "sgd", "learning_rate": 1e-4, "momentum": 0.9, "weight_decay": 5e-4},
+    "loss": {"pairing": "half"},  # cosine similarity preservation: i with i + M/2
+    "optimizer": {
+        "name": "sgd",
+        "learning_rate": 1e-4,
+        "momentum": 0.9,
+        "dampening": 0.0,
+        "weight_decay": 5e-4,
+    },
     "schedule": {"name": "step", "period": 60, "factor": 0.1},
     "epochs": 100,
     "batch_size": 32,
+    # Train on cached frozen features (the backbone is frozen, there is no augmentation).
     "feature_cache": True,
-    "cache_dir": "~/.cache/tf_bihalf/features",
+    "cache_dir": "~/.cache/tf_bihalf/features",  # None: RUN/feature_cache
     "extract_batch_size": 64,
     "evaluation": {
-        "top_k": None,
-        "extra_top_k": [],  # Further mAP@k to report.
-        "ties": "stable",
         "precision_at": [100, 500, 1000, 5000],
         "batch_size": 256,
     },
-    "seed": 0,
-    "strategy": "mirrored",
+    "monitor": {"sample_size": 2000},
 }
 
 
-def image_config(*, evaluation: dict | None = None, **overrides) -> dict:
-    """The shared defaults with top-level ``overrides`` and ``evaluation`` keys merged in."""
-    unknown = set(overrides) - set(_DEFAULTS)
-    if unknown:
-        raise ValueError(f"Unknown image config keys: {sorted(unknown)}.")
-    config = copy.deepcopy(_DEFAULTS)
-    config.update(copy.deepcopy(overrides))
-    config["evaluation"].update(evaluation or {})
-    return config
+def image_config(config_name: str, **overrides) -> dict:
+    """``configs/_common.py``'s keys, the image defaults above, then ``overrides``."""
+    return common_config(config_name, IMAGE_DEFAULTS, **overrides)
 
 
 def smoke_variant(config: dict, protocol_options: dict, evaluation: dict | None = None) -> dict:
@@ -71,6 +69,12 @@ def smoke_variant(config: dict, protocol_options: dict, evaluation: dict | None 
         cache_dir=None,
         extract_batch_size=16,
         protocol_options=protocol_options,
-        evaluation={**config["evaluation"], "precision_at": [10, 50], **(evaluation or {})},
+        evaluation={
+            **config["evaluation"],
+            "precision_at": [10, 50],
+            "every_n_epochs": 1,
+            **(evaluation or {}),
+        },
+        monitor={**config["monitor"], "sample_size": 64},
     )
     return config

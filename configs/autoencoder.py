@@ -1,5 +1,5 @@
 """MNIST hashing autoencoder with the paper's settings: the README's main job (Fig. 3;
-REFERENCE §3).
+docs/paper.md, "Settings").
 
 Command (the data are fetched and verified on first use; see docs/autoencoder.md)::
 
@@ -7,6 +7,10 @@ Command (the data are fetched and verified on first use; see docs/autoencoder.md
     python -m trainers.autoencoder --hash_layer sign --bits 16 --dataset fashion_mnist
     python -m trainers.autoencoder --epochs 30          # lr milestones stretched: 18 and 24
     python -m trainers.autoencoder --smoke              # 5k/1k subset, 2 epochs, < 1 minute
+
+Keys beyond configs/_common.py's (read by tf_bihalf.tasks.autoencoder): ``pixels`` (see
+tf_bihalf.data.mnist), ``train_examples`` / ``test_examples`` (first rows only; None = all),
+``hidden`` (hidden layer width).
 
 Settings, as the reference code: 784-256(ReLU)-K encoder, hash layer, K-256(ReLU)-784 sigmoid
 decoder fed the BINARY codes, BCE reconstruction (mean), Adam lr 1e-3 with COUPLED L2 1e-5,
@@ -29,6 +33,8 @@ project reproduces). The monitoring mAP peaks early (0.463 at epoch 10) and drif
 final 0.4335: reported numbers are the final model's, never the best epoch on the query set.
 """
 
+from configs._common import common_config
+
 # Reference settings of the hash layers' hyper-parameters (the reference code's values).
 HASH_LAYER_OPTIONS = {
     "bihalf": {"gamma": 1.0},
@@ -40,42 +46,43 @@ HASH_LAYER_OPTIONS = {
 }
 
 
+AUTOENCODER_DEFAULTS = {
+    "task": "autoencoder",
+    "dataset": "mnist",  # "mnist", "fashion_mnist" or "digits" (scikit-learn's 8x8, offline)
+    "follows": "reference code (its MNIST autoencoder script)",
+    "pixels": "rounded",
+    # Subsets (first rows of each split) for quick runs; None = the full split.
+    "train_examples": None,
+    "test_examples": None,
+    "bits": 32,
+    "hash_layer": "bihalf",
+    "hash_layer_options": HASH_LAYER_OPTIONS,
+    "hidden": 256,
+    "optimizer": {
+        "name": "adam",
+        "learning_rate": 1e-3,
+        "weight_decay": 1e-5,
+        "momentum": 0.0,
+        "dampening": 0.0,
+    },
+    "schedule": {"name": "multistep", "milestones": [60, 80], "factor": 0.1},
+    "epochs": 100,
+    "batch_size": 128,
+    # Speed only (results are the same up to float rounding): XLA on one replica ("auto"),
+    # and up to 8 steps per call (the largest divisor of the epoch's steps: 7 for MNIST).
+    "jit_compile": "auto",
+    "steps_per_execution": 8,
+    "evaluation": {
+        # mAP to TensorBoard every 10 epochs (monitoring only, never used to pick an epoch;
+        # ~3 s per evaluation on MNIST).
+        "every_n_epochs": 10,
+        "batch_size": 1000,
+    },
+}
+
+
 def get_config(smoke: bool = False) -> dict:
-    config = {
-        "config_name": "autoencoder",
-        "model_type": "autoencoder",
-        "dataset": "mnist",
-        "data_dir": None,
-        "pixels": "rounded",
-        # Subsets (first rows of each split) for quick runs; None = the full split.
-        "train_examples": None,
-        "test_examples": None,
-        "bits": 32,
-        "hash_layer": "bihalf",
-        "hash_layer_options": HASH_LAYER_OPTIONS,
-        "hidden": 256,
-        "optimizer": {"name": "adam", "learning_rate": 1e-3, "weight_decay": 1e-5},
-        "schedule": {"name": "multistep", "milestones": [60, 80], "factor": 0.1},
-        "epochs": 100,
-        "batch_size": 128,
-        "seed": 0,
-        "distribution": "mirrored",
-        # Speed only (results are the same up to float rounding): XLA on one replica ("auto"),
-        # and up to 8 steps per call (the largest divisor of the epoch's steps: 7 for MNIST).
-        "jit_compile": "auto",
-        "steps_per_execution": 8,
-        "evaluation": {
-            "top_k": None,
-            "ties": "stable",
-            "precision_ns": [1, 10, 50, 100, 200, 500, 1000, 2000, 5000, 10000],
-            "radius": 2,
-            # mAP to TensorBoard every N epochs (monitoring only, never used to pick an
-            # epoch; ~3 s per evaluation on MNIST); 0 = off.
-            "every_n_epochs": 10,
-            "batch_size": 1000,
-        },
-        "monitor": {"sample_size": 2000, "histogram_bits": 8, "every_n_epochs": 1},
-    }
+    config = common_config("autoencoder", AUTOENCODER_DEFAULTS)
     if smoke:
         config.update(
             {

@@ -4,7 +4,7 @@ Command:
     python -m trainers.image --dataset=cifar10 --protocol=I --bits=64 --workdir=runs/cifar10_64
     python -m trainers.image --dataset=cifar10 --protocol=II --bits=64 --workdir=runs/cifar10ii_64
 
-Follows the reference code (REFERENCE §3), which here agrees with the paper: VGG16 frozen, fc7
+Follows the reference code (docs/paper.md, "Settings"), which here agrees with the paper: VGG16 frozen, fc7
 after ReLU and dropout(0.5) active in training, hash head Linear(4096, K) with PyTorch's init,
 gamma numerator 6, cosine-similarity preservation over the M/2 half-batch pairs, SGD lr 1e-4,
 momentum 0.9, coupled L2 5e-4, batch 32 (even, remainder dropped), x0.1 every 120 epochs,
@@ -31,18 +31,19 @@ from configs._image import image_config, smoke_variant
 
 def get_config(smoke: bool = False) -> dict:
     config = image_config(
+        "cifar10",
         dataset="cifar10",
         protocol="I",
         follows="reference code (its Cifar-10 script; the paper agrees)",
         schedule={"name": "step", "period": 120, "factor": 0.1},
         epochs=300,
         # Metric k per protocol: (I) mAP@1000, (II) mAP@All (None).
-        evaluation={"top_k": {"I": 1000, "II": None}},
+        evaluation={"top_k": {"by_protocol": {"I": 1000, "II": None}}},
     )
     if smoke:
         smoke_variant(
             config,
             {"num_query_per_class": 10, "num_database_per_class": 40, "num_train_per_class": 20},
-            {"top_k": {"I": 100, "II": None}},
+            {"top_k": {"by_protocol": {"I": 100, "II": None}}},
         )
     return config

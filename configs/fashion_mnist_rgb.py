@@ -34,6 +34,7 @@ from configs._image import image_config, smoke_variant
 
 def get_config(smoke: bool = False) -> dict:
     config = image_config(
+        "fashion_mnist_rgb",
         dataset="fashion_mnist_rgb",
         protocol_options={
             "num_query_per_class": 100,

@@ -3,7 +3,7 @@
 Command (the images and annotations in a manual directory, see docs/datasets.md):
     python -m trainers.image --dataset=flickr25k --bits=64 --data_dir=DIR --workdir=runs/flickr_64
 
-Follows the reference code (REFERENCE §3): SGD lr 1e-4, momentum 0.9, coupled L2 5e-4, batch 32,
+Follows the reference code (docs/paper.md, "Settings"): SGD lr 1e-4, momentum 0.9, coupled L2 5e-4, batch 32,
 x0.1 every 60 epochs, 100 epochs; VGG16 frozen with dropout(0.5) after fc6 and fc7 in training,
 Linear(4096, K) head, gamma numerator 6, half-batch cosine loss. Protocol: 2,000 random queries,
 5,000 training images from the rest, database = everything but the queries, 24 labels
@@ -28,7 +28,9 @@ from configs._image import image_config, smoke_variant
 
 
 def get_config(smoke: bool = False) -> dict:
-    config = image_config(dataset="flickr25k", follows="reference code (its Flickr25k script)")
+    config = image_config(
+        "flickr25k", dataset="flickr25k", follows="reference code (its Flickr25k script)"
+    )
     if smoke:
         smoke_variant(config, {"num_query": 20, "num_train": 40}, {"top_k": None})
     return config

@@ -3,7 +3,7 @@
 Command (the COCO images and the list files in a manual directory, see docs/datasets.md):
     python -m trainers.image --dataset=mscoco --bits=64 --data_dir=DIR --workdir=runs/coco_64
 
-Follows the reference code (REFERENCE §3): SGD lr 1e-3 (ten times the other image settings),
+Follows the reference code (docs/paper.md, "Settings"): SGD lr 1e-3 (ten times the other image settings),
 momentum 0.9, coupled L2 5e-4, batch 32, x0.1 every 60 epochs, 150 epochs; VGG16 frozen with
 dropout(0.5) after fc6 and fc7, Linear(4096, K) head, gamma numerator 6, half-batch cosine loss.
 Protocol: 5,000 queries, the rest is the database, 10,000 of it for training. Metric: mAP@5000
@@ -22,6 +22,7 @@ from configs._image import image_config, smoke_variant
 
 def get_config(smoke: bool = False) -> dict:
     config = image_config(
+        "mscoco",
         dataset="mscoco",
         follows="reference code (its MS-COCO script; no paper number)",
         optimizer={"name": "sgd", "learning_rate": 1e-3, "momentum": 0.9, "weight_decay": 5e-4},

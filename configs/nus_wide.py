@@ -4,7 +4,7 @@ Command (the images and the concept lists in a manual directory, see docs/datase
     python -m trainers.image --dataset=nus_wide --protocol=I --bits=64 --data_dir=DIR \
         --workdir=runs/nus_i_64
 
-Follows the paper (the reference code has no NUS-WIDE script; REFERENCE §3): SGD lr 1e-4,
+Follows the paper (the reference code has no NUS-WIDE script; docs/paper.md, "Settings"): SGD lr 1e-4,
 momentum 0.9, coupled L2 5e-4, batch 32, VGG16 frozen with dropout(0.5) after fc6 and fc7,
 Linear(4096, K) head, gamma numerator 6 (the reference's image value), half-batch cosine loss.
 The paper divides the learning rate by 10 "when the loss plateaus": here ReduceLROnPlateau on the
@@ -31,11 +31,21 @@ from configs._image import image_config, smoke_variant
 
 def get_config(smoke: bool = False) -> dict:
     config = image_config(
+        "nus_wide",
         dataset="nus_wide",
         protocol="I",
         follows="paper (no reference script; lr 1e-4, reduce on plateau)",
         schedule={"name": "plateau", "monitor": "loss", "factor": 0.1, "patience": 10},
     )
     if smoke:
-        smoke_variant(config, {"num_query_per_class": 2}, {"top_k": None})
+        smoke_variant(
+            config,
+            {
+                "by_protocol": {
+                    "I": {"num_query_per_class": 2},
+                    "II": {"num_query": 10, "num_train": 20},
+                }
+            },
+            {"top_k": None},
+        )
     return config

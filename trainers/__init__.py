@@ -1,0 +1,40 @@
+"""Runnable jobs: ``python -m trainers.autoencoder | trainers.image`` (a config plus a task).
+
+TensorFlow's C++ start-up messages (oneDNN notices, CUDA probing on a machine without a GPU,
+"All log messages before absl::InitializeLog()") are hidden while TensorFlow is imported and its
+devices are initialised, unless asked for: set ``TF_CPP_MIN_LOG_LEVEL`` yourself (``0`` shows
+everything) and nothing is hidden. Messages after start-up are shown as usual.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+TF_LOGS_ASKED_FOR = "TF_CPP_MIN_LOG_LEVEL" in os.environ
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Sends file descriptor 2 to /dev/null inside the block (native libraries' start-up
+    output), unless the user set ``TF_CPP_MIN_LOG_LEVEL``."""
+    if TF_LOGS_ASKED_FOR:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+with quiet_native_stderr():
+    import tensorflow  # noqa: F401  (imported once here, quietly)

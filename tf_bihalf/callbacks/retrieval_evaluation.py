@@ -22,7 +22,7 @@ class RetrievalEvaluation(SummaryCallback):
     in ``self.history`` as ``[(epochs_completed, map), ...]``. Encoding shows progress bars.
 
     This is monitoring only: a fair report evaluates the final model, never the best epoch on
-    the query set (REFERENCE §5), so the trainers do not select epochs with it.
+    the query set (docs/paper.md, "The metric"), so the trainers do not select epochs with it.
 
     Args:
         query: ``tf.data.Dataset`` of ``(inputs, labels)`` batches (the query set).

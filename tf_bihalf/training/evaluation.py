@@ -109,6 +109,7 @@ def evaluate_retrieval(
     query: tuple[np.ndarray, np.ndarray],
     database: tuple[np.ndarray, np.ndarray],
     top_k: int | None = None,
+    extra_top_k: Sequence[int] = (),
     precision_ns: Sequence[int] = DEFAULT_PRECISION_NS,
     ties: str = "stable",
     radius: int = 2,
@@ -119,7 +120,9 @@ def evaluate_retrieval(
     Args:
         query: ``(codes, labels)``: ±1 / {0,1} codes (Q, K), class ids (Q,) or multi-hot.
         database: ``(codes, labels)`` (N, K).
-        top_k: k of mAP@k; None for mAP@All.
+        top_k: k of mAP@k; None for mAP@All (the protocol's metric, ``"map"``).
+        extra_top_k: further k whose mAP@k is reported in ``"map_at_k"`` (beside the
+            protocol's own).
         precision_ns: the N of the top-N precision curve (those above the database size are
             dropped).
         ties: tie rule of ``"map"`` and of the precision curve: ``"stable"`` (database order)
@@ -130,7 +133,8 @@ def evaluate_retrieval(
             around the average).
 
     Returns:
-        A JSON-ready dict: ``map``, ``map_at`` (``"All"`` or k), ``ties``,
+        A JSON-ready dict: ``map``, ``map_at`` (``"All"`` or k), ``ties``, ``map_at_k``
+        ({``"All"`` or ``str(k)``: mAP} for the protocol's k and every ``extra_top_k``),
         ``map_ties_average`` (optional), ``precision_at_n`` ({``n``, ``precision``}),
         ``pr_curve`` ({``radius``, ``precision``, ``recall``}),
         ``precision_within_radius`` ({``radius``, ``precision``}), ``bits`` (bit statistics of
@@ -147,6 +151,14 @@ def evaluate_retrieval(
         "map_at": "All" if top_k is None or top_k >= num_database else int(top_k),
         "ties": ties,
     }
+    results["map_at_k"] = {str(results["map_at"]): results["map"]}
+    for k in extra_top_k:
+        k = int(k)
+        key = "All" if k >= num_database else str(k)
+        if key not in results["map_at_k"]:
+            results["map_at_k"][key] = metrics.mean_average_precision(
+                *arguments, top_k=min(k, num_database), ties=ties
+            )
     if also_average_ties and ties != "average":
         results["map_ties_average"] = metrics.mean_average_precision(
             *arguments, top_k=top_k, ties="average"
