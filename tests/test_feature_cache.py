@@ -7,8 +7,8 @@ import keras
 import numpy as np
 import pytest
 
+from tf_bihalf.data import ImageSet
 from tf_bihalf.data.feature_cache import FeatureCache
-from tf_bihalf.data.image_protocols import ImageSet
 from tf_bihalf.models.image_hasher import ImageHasher, SimilarityPreservingModel
 from tf_bihalf.training.pipelines import epoch_batches
 

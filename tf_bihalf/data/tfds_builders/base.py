@@ -12,10 +12,11 @@ split, ``full``: every usable image of the collection, in collection order, with
 - ``index``: the position in the collection (what ``load_protocol`` reports as ``indices``).
 
 The paper's query / database / train protocols are not TFDS splits: apply them with
-``tf_bihalf.data.image_protocols`` (``load_protocol`` reads the same files directly) or select by
-``index``. Images whose file is missing or unreadable (checked with Pillow, as
-``load_protocol(verify="header")``) are left out of ``full``; their number and the first file names
-are logged and stored in ``builder.info.metadata["skipped"]``.
+``tf_bihalf.data.protocols`` (``load_protocol`` reads the same files directly) or select by
+``index``. Images whose file is missing or unusable (the checks of ``load_protocol``'s default
+``verify="decode"``: a regular file within the size cap, a readable header within the pixel cap,
+a full TensorFlow decode) are left out of ``full``; their number and the first file names are
+logged and stored in ``builder.info.metadata["skipped"]``.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class ManualImageCollection(tfds.core.GeneratorBasedBuilder, skip_registration=T
         return nested if os.path.isdir(nested) else root
 
     def _split_generators(self, dl_manager):
-        from tf_bihalf.data.image_protocols import check_image_files
+        from tf_bihalf.data.protocols import check_image_files
 
         root = self._collection_root(dl_manager.manual_dir)
         collection = manual_layouts.read_collection(self.COLLECTION, root)
@@ -75,7 +76,7 @@ class ManualImageCollection(tfds.core.GeneratorBasedBuilder, skip_registration=T
                 f"{self.COLLECTION}: the files in {root!r} give {width} label columns; this "
                 f"builder expects {self.NUM_LABELS}."
             )
-        failures = check_image_files(collection.paths, verify="header")
+        failures = check_image_files(collection.paths)
         if failures:
             examples = [collection.paths[index] for index in sorted(failures)[:5]]
             logging.warning(

@@ -1,7 +1,7 @@
 """Readers for the on-disk layouts of the manual-download image collections.
 
 Each reader turns a directory into a ``Collection``: every image of the collection in a fixed,
-documented order, with its multi-hot labels. The protocols (``tf_bihalf.data.image_protocols``)
+documented order, with its multi-hot labels. The protocols (``tf_bihalf.data.protocols``)
 and the TFDS builders (this package) both start from a ``Collection``. A directory is read by the
 first of these that applies:
 
