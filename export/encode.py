@@ -35,9 +35,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import zipfile
 
 import keras
 import numpy as np
+import tensorflow as tf
 from absl import logging
 
 from export import preprocessing
@@ -86,17 +88,39 @@ def read_list_file(list_file: str, image_root: str | None = None) -> tuple[list[
     return ids, paths
 
 
+def _read_checked(path: str, max_file_bytes: int, max_pixels: int | None, dimensions) -> bytes:
+    """The bytes of one image file, after the file and pixel checks (raises with the reason)."""
+    data = preprocessing.read_image_file(path, max_file_bytes)
+    if max_pixels is not None:
+        width, height = (int(value) for value in dimensions(data))
+        if width * height > max_pixels:
+            raise preprocessing.ImageFileError(
+                f"{path} declares {width}x{height} = {width * height} pixels, more than the "
+                f"limit max_pixels={max_pixels}."
+            )
+    return data
+
+
 def encode_image_files(
     encoder: SavedModelEncoder,
     paths: list[str],
     ids: list[str] | None = None,
     batch_size: int = 64,
     progress: bool = True,
+    max_file_bytes: int = preprocessing.DEFAULT_MAX_FILE_BYTES,
+    max_pixels: int | None = None,
 ) -> EncodedCollection:
-    """Encodes image files with the ``image_bytes`` signature; unreadable ones are skipped.
+    """Encodes image files with the ``image_bytes`` signature; unusable ones are skipped.
 
-    A file that cannot be read, or whose batch fails to decode, is retried alone; the ones that
-    still fail end up in ``skipped`` with the reason, and a warning is logged for each.
+    Each file is read with ``preprocessing.read_image_file`` (regular files only: a FIFO or
+    device named ``x.jpg`` is refused without being read; at most ``max_file_bytes``). With
+    ``max_pixels``, an image whose header declares more pixels is refused before it is sent; the
+    signature applies the limit it was exported with in any case. A batch that fails to encode
+    is retried one image at a time; the images that still fail end up in ``skipped`` with the
+    reason, and a warning is logged for each.
+
+    Raises:
+      ValueError: not an image model, a bad ``batch_size``, or no image could be encoded.
     """
     if not encoder.has_image_bytes:
         raise ValueError(
@@ -105,7 +129,16 @@ def encode_image_files(
         )
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be positive; got {batch_size}.")
+    if max_pixels is not None and int(max_pixels) < 1:
+        raise ValueError(f"max_pixels must be positive; got {max_pixels}.")
+    if int(max_file_bytes) < 1:
+        raise ValueError(f"max_file_bytes must be positive; got {max_file_bytes}.")
+    dimensions = tf.function(
+        preprocessing.image_dimensions, input_signature=[tf.TensorSpec([], tf.string)]
+    )
     ids = list(paths) if ids is None else list(ids)
+    if len(ids) != len(paths):
+        raise ValueError(f"Got {len(ids)} ids for {len(paths)} images.")
     kept_ids, codes, packed, skipped = [], [], [], []
     bar = keras.utils.Progbar(len(paths), unit_name="image") if progress else None
     for start in range(0, len(paths), int(batch_size)):
@@ -114,11 +147,10 @@ def encode_image_files(
             ids[start : start + batch_size], paths[start : start + batch_size], strict=True
         ):
             try:
-                with open(path, "rb") as file:
-                    batch_bytes.append(file.read())
+                batch_bytes.append(_read_checked(path, max_file_bytes, max_pixels, dimensions))
                 batch_ids.append(item_id)
-            except OSError as error:
-                skipped.append((item_id, f"{type(error).__name__}: {error.strerror or error}"))
+            except (OSError, ValueError, tf.errors.OpError) as error:
+                skipped.append((item_id, preprocessing.short_reason(error)))
         if batch_bytes:
             try:
                 outputs = encoder.encode_images(batch_bytes, batch_size=len(batch_bytes))
@@ -139,7 +171,10 @@ def encode_image_files(
     for item_id, reason in skipped:
         logging.warning("Skipped %s: %s", item_id, reason)
     if not kept_ids:
-        raise ValueError(f"None of the {len(paths)} images could be read and decoded.")
+        examples = "; ".join(f"{item_id}: {reason}" for item_id, reason in skipped[:3])
+        raise ValueError(
+            f"None of the {len(paths)} images could be read and encoded (for example {examples})."
+        )
     return EncodedCollection(np.concatenate(codes), np.concatenate(packed), kept_ids, skipped)
 
 
@@ -149,6 +184,24 @@ def encode_inputs(encoder: SavedModelEncoder, inputs, batch_size: int = 256) -> 
     outputs = encoder.encode(inputs, batch_size=batch_size)
     ids = [str(index) for index in range(len(inputs))]
     return EncodedCollection(outputs["codes"], outputs["codes_packed"], ids)
+
+
+def load_inputs(path: str) -> np.ndarray:
+    """The float array of a regular ``.npy`` file (no pickle), with a one-line error otherwise."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Inputs file {path!r} does not exist.")
+    if not os.path.isfile(path):
+        raise ValueError(f"Inputs file {path!r} is not a regular file.")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile) as error:
+        raise ValueError(
+            f"Inputs file {path!r} is not a readable .npy array ({type(error).__name__}: {error})."
+        ) from None
+    if not isinstance(loaded, np.ndarray):
+        loaded.close()
+        raise ValueError(f"Inputs file {path!r} is an .npz archive; pass one .npy array.")
+    return loaded
 
 
 def _hamming_index_class():
@@ -212,6 +265,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("-k", "--k", type=int, default=10, help="neighbours per query")
     parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument(
+        "--max_file_bytes",
+        type=int,
+        default=preprocessing.DEFAULT_MAX_FILE_BYTES,
+        help="larger image files are skipped without being read",
+    )
+    parser.add_argument(
+        "--max_pixels",
+        type=int,
+        default=None,
+        help="images whose header declares more pixels are skipped before decoding (default: "
+        "the limit the SavedModel was exported with)",
+    )
     args = parser.parse_args(argv)
     logging.set_verbosity(logging.INFO)
     querying = args.query is not None or args.index is not None
@@ -231,14 +297,13 @@ def main(argv: list[str] | None = None) -> int:
                 parser.exit(2, f"error: {path!r} exists; pass --overwrite to replace it.\n")
     if args.batch_size < 1:
         parser.error("--batch_size must be positive")
+    if args.max_file_bytes < 1 or (args.max_pixels is not None and args.max_pixels < 1):
+        parser.error("--max_file_bytes and --max_pixels must be positive")
+    limits = {"max_file_bytes": args.max_file_bytes, "max_pixels": args.max_pixels}
     try:
         encoder = SavedModelEncoder(args.saved_model)
         if args.inputs is not None:
-            if not os.path.isfile(args.inputs):
-                raise FileNotFoundError(f"Inputs file {args.inputs!r} does not exist.")
-            collection = encode_inputs(
-                encoder, np.load(args.inputs, allow_pickle=False), args.batch_size
-            )
+            collection = encode_inputs(encoder, load_inputs(args.inputs), args.batch_size)
         elif args.images is not None:
             relative = preprocessing.list_images(args.images)
             if not relative:
@@ -246,13 +311,13 @@ def main(argv: list[str] | None = None) -> int:
                     f"No images ({', '.join(preprocessing.IMAGE_EXTENSIONS)}) in {args.images!r}."
                 )
             paths = [os.path.join(args.images, path) for path in relative]
-            collection = encode_image_files(encoder, paths, relative, args.batch_size)
+            collection = encode_image_files(encoder, paths, relative, args.batch_size, **limits)
         elif args.list is not None:
             ids, paths = read_list_file(args.list, args.image_root)
-            collection = encode_image_files(encoder, paths, ids, args.batch_size)
+            collection = encode_image_files(encoder, paths, ids, args.batch_size, **limits)
         else:
             collection = encode_image_files(
-                encoder, args.query, args.query, args.batch_size, progress=False
+                encoder, args.query, args.query, args.batch_size, progress=False, **limits
             )
         if querying:
             neighbours = search_index(args.index, collection.codes_packed, encoder.bits, args.k)
@@ -264,12 +329,15 @@ def main(argv: list[str] | None = None) -> int:
             collection.save(args.out)
             if args.index_out is not None:
                 build_index(collection, encoder.bits, args.index_out, overwrite=args.overwrite)
-            print(f"encoded {len(collection.ids)} items ({encoder.bits} bits) -> {args.out}")
+            print(
+                f"encoded {len(collection.ids)} items ({encoder.bits} bits) -> {args.out}; "
+                f"skipped {len(collection.skipped)}"
+            )
             if args.index_out is not None:
                 print(f"index -> {args.index_out}")
         for item_id, reason in collection.skipped:
             print(f"skipped\t{item_id}\t{reason}")
-    except (FileNotFoundError, FileExistsError, ValueError) as error:
+    except (OSError, ValueError) as error:  # FileNotFoundError, FileExistsError are OSErrors.
         parser.exit(2, f"error: {error}\n")
     return 0
 

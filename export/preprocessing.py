@@ -21,6 +21,7 @@ TensorShape([2, 3, 3])
 from __future__ import annotations
 
 import os
+import stat
 
 import numpy as np
 import tensorflow as tf
@@ -29,6 +30,54 @@ from export.validation import error_reason
 from tf_bihalf.data.image_pipeline import RESIZE_MODES, resize_images
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+DEFAULT_MAX_FILE_BYTES = 256 * 2**20
+
+
+class ImageFileError(ValueError):
+    """An image file that is refused before it is read: not a regular file, empty, too large."""
+
+
+def read_image_file(path: str, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> bytes:
+    """The bytes of the regular file ``path``, at most ``max_file_bytes`` of them.
+
+    The file is opened with ``O_NONBLOCK`` and checked with ``fstat`` on the open descriptor, so
+    a FIFO, device (``/dev/zero``), socket or directory named ``x.jpg`` is refused without being
+    read (it can neither hang nor stream without end), and the read stops one byte past the cap,
+    so a file that grows while it is read stays bounded too.
+
+    Raises:
+      FileNotFoundError: no such file.
+      ImageFileError: not a regular file, empty, or larger than ``max_file_bytes``.
+      OSError: the file cannot be opened or read (permissions...).
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    descriptor = os.open(path, flags)
+    with os.fdopen(descriptor, "rb", buffering=0) as file:
+        status = os.fstat(file.fileno())
+        if not stat.S_ISREG(status.st_mode):
+            raise ImageFileError(
+                f"{path} is not a regular file (a directory, FIFO, socket or device)."
+            )
+        if status.st_size > max_file_bytes:
+            raise ImageFileError(
+                f"{path} has {status.st_size} bytes, more than the limit "
+                f"max_file_bytes={max_file_bytes}."
+            )
+        data = file.read(max_file_bytes + 1)
+    if len(data) > max_file_bytes:
+        raise ImageFileError(
+            f"{path} has more than the limit max_file_bytes={max_file_bytes} bytes."
+        )
+    if not data:
+        raise ImageFileError(f"{path} is empty.")
+    return data
+
+
+def short_reason(error: Exception) -> str:
+    """``"<ErrorType>: <the informative line of the message>"`` for a file that was skipped."""
+    if isinstance(error, OSError) and error.strerror:
+        return f"{type(error).__name__}: {error.strerror}"
+    return f"{type(error).__name__}: {error_reason(error)}"
 
 
 DEFAULT_MAX_PIXELS = 50_000_000
@@ -191,33 +240,31 @@ def list_images(directory: str) -> list[str]:
 
 
 def load_image_arrays(
-    paths: list[str], image_size, resize: str = "stretch"
+    paths: list[str],
+    image_size,
+    resize: str = "stretch",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
 ) -> tuple[np.ndarray, list[int], list[tuple]]:
     """Reads and decodes image files into float32 ``(N, H, W, 3)`` with ``decode_image``.
+
+    Files are read with ``read_image_file`` (regular files of at most ``max_file_bytes``) and
+    refused above ``max_pixels`` before decoding.
 
     Returns ``(images, kept, failed)``: the decoded images, the indices into ``paths`` they came
     from, and ``(path, reason)`` for every file that could not be read or decoded.
     """
     height, width = (int(size) for size in image_size)
     decode = tf.function(
-        lambda data: decode_image(data, (height, width), resize),
+        lambda data: decode_image(data, (height, width), resize, max_pixels),
         input_signature=[tf.TensorSpec([], tf.string)],
     )
     images, kept, failed = [], [], []
     for index, path in enumerate(paths):
         try:
-            with open(path, "rb") as file:
-                data = file.read()
-            images.append(decode(tf.constant(data)).numpy())
+            images.append(decode(tf.constant(read_image_file(path, max_file_bytes))).numpy())
             kept.append(index)
-        except (OSError, tf.errors.InvalidArgumentError, tf.errors.UnknownError) as error:
-            failed.append((path, _short_reason(error)))
+        except (OSError, ValueError, tf.errors.OpError) as error:
+            failed.append((path, short_reason(error)))
     array = np.stack(images) if images else np.zeros((0, height, width, 3), np.float32)
     return array, kept, failed
-
-
-def _short_reason(error: Exception) -> str:
-    """``"<ErrorType>: <the informative line of the message>"``."""
-    if isinstance(error, OSError) and error.strerror:
-        return f"{type(error).__name__}: {error.strerror}"
-    return f"{type(error).__name__}: {error_reason(error)}"

@@ -301,7 +301,7 @@ class SavedModelEncoder:
         def run(chunk):
             try:
                 return function(**{BYTES_INPUT_KEY: tf.constant(chunk, dtype=tf.string)})
-            except tf.errors.InvalidArgumentError as error:
+            except tf.errors.OpError as error:  # InvalidArgument, ResourceExhausted, Unknown...
                 raise ValueError(
                     f"Could not decode an image of this batch: {error_reason(error)}"
                 ) from None

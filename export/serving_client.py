@@ -42,7 +42,7 @@ import urllib.request
 
 import numpy as np
 
-from export.preprocessing import list_images
+from export.preprocessing import list_images, read_image_file
 from export.saved_model import (
     BYTES_INPUT_KEY,
     BYTES_SIGNATURE,
@@ -322,10 +322,9 @@ def _collect_images(paths: list[str]) -> tuple[list[str], list[bytes]]:
             else [path]
         )
         for file_path in files:
-            if not os.path.isfile(file_path):
+            if not os.path.exists(file_path):
                 raise FileNotFoundError(f"Image {file_path!r} does not exist.")
-            with open(file_path, "rb") as file:
-                contents.append(file.read())
+            contents.append(read_image_file(file_path))  # Regular files only, size capped.
             ids.append(file_path)
     if not contents:
         raise ValueError(f"No images found in {paths}.")

@@ -91,8 +91,12 @@ def load_representative_data(
                 f"No images ({', '.join(preprocessing.IMAGE_EXTENSIONS)}) in {source!r}."
             )
         paths = _subset(paths, limit, seed)
+        signature = (metadata.get("signatures") or {}).get("image_bytes") or {}
+        max_pixels = (signature.get("preprocessing") or {}).get(
+            "max_pixels", preprocessing.DEFAULT_MAX_PIXELS
+        )
         images, _, failed = preprocessing.load_image_arrays(
-            [os.path.join(source, path) for path in paths], image_size, resize
+            [os.path.join(source, path) for path in paths], image_size, resize, max_pixels
         )
         for path, reason in failed:
             logging.warning("Skipped unreadable calibration image %s: %s", path, reason)
