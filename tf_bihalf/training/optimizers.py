@@ -40,6 +40,12 @@ import keras
 from keras import ops
 
 
+def _constant(value: float, dtype):
+    """A Python float as a tensor of ``dtype``, rounded once (``ops.cast`` of a Python float
+    would round it to float32 first, and would make float64 training float32-accurate)."""
+    return ops.convert_to_tensor(value, dtype=dtype)
+
+
 def _check_non_negative(**values: float) -> None:
     for name, value in values.items():
         if value is None or not value >= 0:
@@ -105,23 +111,22 @@ class CoupledL2SGD(keras.optimizers.Optimizer):
             self.momentums = self.add_optimizer_variables(variables, "momentum")
 
     def update_step(self, gradient, variable, learning_rate):
-        learning_rate = ops.cast(learning_rate, variable.dtype)
-        direction = ops.cast(gradient, variable.dtype)
+        dtype = variable.dtype
+        learning_rate = ops.cast(learning_rate, dtype)
+        direction = ops.cast(gradient, dtype)
         if self.l2_weight_decay:
-            direction = direction + ops.cast(self.l2_weight_decay, variable.dtype) * variable
+            direction = direction + _constant(self.l2_weight_decay, dtype) * variable
         if self.momentum != 0:
             buffer = self.momentums[self._get_variable_index(variable)]
-            momentum = ops.cast(self.momentum, variable.dtype)
-            accumulated = momentum * buffer + ops.cast(1.0 - self.dampening, variable.dtype) * (
-                direction
-            )
+            momentum = _constant(self.momentum, dtype)
+            accumulated = buffer * momentum + direction * _constant(1.0 - self.dampening, dtype)
             first_step = ops.equal(self.iterations, 0)
             self.assign(buffer, ops.where(first_step, direction, accumulated))
             if self.nesterov:
-                direction = direction + momentum * buffer
+                direction = direction + buffer * momentum
             else:
                 direction = buffer
-        self.assign_sub(variable, learning_rate * direction)
+        self.assign_sub(variable, direction * learning_rate)
 
     def get_config(self):
         config = super().get_config()
@@ -191,22 +196,28 @@ class CoupledL2Adam(keras.optimizers.Optimizer):
 
     def update_step(self, gradient, variable, learning_rate):
         dtype = variable.dtype
-        learning_rate = ops.cast(learning_rate, dtype)
         direction = ops.cast(gradient, dtype)
         if self.l2_weight_decay:
-            direction = direction + ops.cast(self.l2_weight_decay, dtype) * variable
-        step = ops.cast(self.iterations + 1, dtype)
-        beta_1 = ops.cast(self.beta_1, dtype)
-        beta_2 = ops.cast(self.beta_2, dtype)
+            direction = direction + _constant(self.l2_weight_decay, dtype) * variable
         index = self._get_variable_index(variable)
         m = self._momentums[index]
         v = self._velocities[index]
-        self.assign(m, beta_1 * m + (1.0 - beta_1) * direction)
-        self.assign(v, beta_2 * v + (1.0 - beta_2) * ops.square(direction))
-        bias_correction_1 = 1.0 - ops.power(beta_1, step)
-        bias_correction_2 = 1.0 - ops.power(beta_2, step)
-        denominator = ops.sqrt(v) / ops.sqrt(bias_correction_2) + ops.cast(self.epsilon, dtype)
-        self.assign_sub(variable, (learning_rate / bias_correction_1) * m / denominator)
+        # PyTorch: m.lerp_(d, 1 - beta_1); v.mul_(beta_2).addcmul_(d, d, value=1 - beta_2).
+        self.assign(m, m + _constant(1.0 - self.beta_1, dtype) * (direction - m))
+        self.assign(
+            v,
+            v * _constant(self.beta_2, dtype)
+            + _constant(1.0 - self.beta_2, dtype) * direction * direction,
+        )
+        # The bias corrections and the step size in float64 (PyTorch's Python floats), rounded
+        # to the variable's dtype only at the end.
+        step = ops.cast(self.iterations + 1, "float64")
+        bias_correction_1 = 1.0 - ops.power(_constant(self.beta_1, "float64"), step)
+        bias_correction_2 = 1.0 - ops.power(_constant(self.beta_2, "float64"), step)
+        step_size = ops.cast(ops.cast(learning_rate, "float64") / bias_correction_1, dtype)
+        root_correction_2 = ops.cast(ops.sqrt(bias_correction_2), dtype)
+        denominator = ops.sqrt(v) / root_correction_2 + _constant(self.epsilon, dtype)
+        self.assign_sub(variable, step_size * m / denominator)
 
     def get_config(self):
         config = super().get_config()
