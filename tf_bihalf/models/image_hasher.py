@@ -179,7 +179,7 @@ class ImageHasher(keras.Model):
 
 
 class SimilarityPreservingModel(keras.Model):
-    """Trains a hash network with the cosine similarity-preservation loss (REFERENCE §3).
+    """Trains a hash network with the cosine similarity-preservation loss (docs/paper.md, "Settings").
 
     ``network`` maps its inputs (images or cached frozen features) to a dict with
     ``"features"`` (x, the backbone features after the per-step top), ``"continuous"`` (U) and
@@ -205,8 +205,10 @@ class SimilarityPreservingModel(keras.Model):
         self.similarity_loss = loss if loss is not None else CosineSimilarityPreservation()
         # The tf_bihalf.training.submodels protocol: network input -> U / codes.
         outputs = network.output
-        self.continuous_encoder = keras.Model(network.inputs, outputs["continuous"])
-        self.encoder = keras.Model(network.inputs, outputs["codes"])
+        # One input tensor, not a one-element list: called with a tensor, as the loop does.
+        inputs = network.inputs[0] if len(network.inputs) == 1 else network.inputs
+        self.continuous_encoder = keras.Model(inputs, outputs["continuous"])
+        self.encoder = keras.Model(inputs, outputs["codes"])
 
     def call(self, inputs, training=None):
         return self.network(inputs, training=training)
