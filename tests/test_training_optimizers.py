@@ -136,3 +136,50 @@ def test_multistep_schedule_matches_multisteplr():
         schedules.build_learning_rate({"name": "multistep"}, 1e-3, 10)
     with pytest.raises(ValueError, match="Unknown schedule"):
         schedules.build_learning_rate({"name": "cosine"}, 1e-3, 10)
+
+
+def run_keras_float64(make_optimizer, weights, gradients):
+    keras.config.set_floatx("float64")  # before the optimizer: its rate variable is floatx
+    try:
+        optimizer = make_optimizer()
+        variable = keras.Variable(weights.astype("float64"), dtype="float64")
+        for gradient in gradients:
+            optimizer.apply_gradients(
+                [(keras.ops.convert_to_tensor(gradient, "float64"), variable)]
+            )
+        return np.asarray(variable)
+    finally:
+        keras.config.set_floatx("float32")
+
+
+def test_float64_training_is_float64_accurate(problem):
+    # The coefficients (betas, epsilon, decay, momentum, dampening) must not pass through
+    # float32: keras.ops.cast(0.999, "float64") gives float32(0.999), a 1.3e-5 relative error
+    # in 1 - beta_2 that made float64 training only float32-accurate.
+    weights, gradients = problem
+    gradients = [g * 1e-8 for g in gradients]  # Adam near epsilon: sensitive to every constant
+    adam = lambda: CoupledL2Adam(1e-3, l2_weight_decay=1e-5)  # noqa: E731
+    expected = torch_adam_reference(weights, gradients, [1e-3] * 6, 1e-5)
+    np.testing.assert_allclose(
+        run_keras_float64(adam, weights, gradients), expected, rtol=0, atol=1e-15
+    )
+    sgd = lambda: CoupledL2SGD(0.1, momentum=0.9, dampening=0.1, l2_weight_decay=0.05)  # noqa: E731
+    expected = torch_sgd_reference(weights, gradients, [0.1] * 6, 0.05, 0.9, 0.1, False)
+    np.testing.assert_allclose(
+        run_keras_float64(sgd, weights, gradients), expected, rtol=0, atol=1e-15
+    )
+
+
+def test_float32_adam_bias_corrections_are_exact():
+    # PyTorch computes 1 - beta^t and lr / (1 - beta_1^t) from Python floats and rounds the
+    # results once. Computed in float32, 1 - 0.999^t loses ~5 digits to cancellation in the first
+    # steps (a ~1e-5 relative error in every update); here the updates stay within float32
+    # rounding of the exact ones.
+    rng = np.random.default_rng(1)
+    weights = rng.normal(scale=1e-3, size=(256,)).astype("float32").astype(np.float64)
+    gradients = [rng.normal(size=(256,)) for _ in range(5)]
+    expected = torch_adam_reference(weights, gradients, [1e-3] * 5, 0.0)
+    updated = run_keras(CoupledL2Adam(1e-3), weights, gradients).astype(np.float64)
+    # Small weights keep their own float32 rounding (~1e-10 a step) far below the 1e-8 that a
+    # 1e-5 relative error in the ~1e-3 steps would show.
+    np.testing.assert_allclose(updated - weights, expected - weights, rtol=0, atol=2e-9)
