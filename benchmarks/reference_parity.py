@@ -30,7 +30,7 @@ The Keras side uses the project's trainer components (``HashingAutoencoder``,
 - ``f64``: ``keras.config.set_floatx("float64")``, one step per ``train_on_batch``, no XLA;
 - ``f64_exact``: ``f64`` plus two benchmark-local patches that remove the project's known
   float32 islands (the hash layers cast U to float32; ``MultiStepDecay`` returns a float32
-  rate), to show whether anything else differs;
+  rate), to show whether anything else differs; ``f64_layer``: only the first patch;
 - ``f32``: float32, one step per call, no XLA; ``f32_xla``: the same with XLA;
 - ``f32_trainer``: what ``trainers.autoencoder`` runs (``MirroredStrategy``, ``fit`` over
   ``epoch_batches``, XLA, 7 steps per call); losses per epoch only, weights at epoch ends.
@@ -60,7 +60,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYER_NAMES = ("encoder_hidden", "encoder_projection", "decoder_hidden", "decoder_output")
 GAMMAS = {"bihalf": 1.0, "sign": 0.2}  # the reference autoencoder's numerators
-MODES = ("f64", "f64_exact", "f32", "f32_xla", "f32_trainer")
+MODES = ("f64", "f64_layer", "f64_exact", "f32", "f32_xla", "f32_trainer", "torch_f32", "torch_f64")
 TOLERANCES = {"float64": (1e-9, 1e-7), "float32": (1e-5, 1e-4)}
 
 TORCH_WORKER = r'''
@@ -123,6 +123,15 @@ layers = nn.ModuleDict({
     "decoder_hidden": nn.Linear(bits, hidden),
     "decoder_output": nn.Linear(hidden, input_dim),
 })
+# The distribution of PyTorch's own default init, for the comparison with the project's.
+init_stats = []
+for layer in layers.values():
+    fan_in = layer.weight.shape[1]
+    for tensor in (layer.weight, layer.bias):
+        values = tensor.detach().double()
+        init_stats.append([
+            float(values.abs().max() * fan_in ** 0.5), float(values.std() * (3 * fan_in) ** 0.5)
+        ])
 with torch.no_grad():
     for name, layer in layers.items():
         layer.weight.copy_(torch.from_numpy(spec[f"init/{name}/kernel"].T.copy()))
@@ -171,7 +180,7 @@ np.savez(
     sys.argv[2], losses=np.array(losses), rates=np.array(rates),
     saturated=np.array(saturated), wrong_saturated=np.array(wrong_saturated),
     codes=np.concatenate(codes_out), version=np.array(torch.__version__),
-    threads=np.array(torch.get_num_threads()), **weights,
+    threads=np.array(torch.get_num_threads()), init_stats=np.array(init_stats), **weights,
 )
 '''
 
@@ -228,9 +237,10 @@ def snapshot_steps(total: int, steps_per_epoch: int, first: int, every: int) -> 
 
 
 @contextlib.contextmanager
-def float64_islands_removed():
-    """Benchmark-only patches for ``f64_exact``: the hash layer keeps U's dtype (the project's
-    ``HashLayer.call`` casts to float32) and the multistep rate is computed in float64."""
+def float64_islands_removed(schedule: bool = True):
+    """Benchmark-only patches: the hash layer keeps U's dtype (the project's ``HashLayer.call``
+    casts to float32) and, with ``schedule``, the multistep rate is computed in float64 (the
+    project's ``MultiStepDecay`` returns float32)."""
     import tensorflow as tf
     from keras import ops
 
@@ -246,9 +256,12 @@ def float64_islands_removed():
     def rate(self, step):
         epoch = ops.floor_divide(ops.cast(step, "int64"), self.steps_per_epoch)
         passed = sum(ops.cast(ops.greater_equal(epoch, m), "float64") for m in self.milestones)
-        return self.initial_learning_rate * ops.power(ops.cast(self.factor, "float64"), passed)
+        factor = ops.convert_to_tensor(self.factor, "float64")  # ops.cast would round to float32
+        return self.initial_learning_rate * ops.power(factor, passed)
 
-    HashLayer.call, schedules.MultiStepDecay.__call__ = call, rate
+    HashLayer.call = call
+    if schedule:
+        schedules.MultiStepDecay.__call__ = rate
     try:
         yield
     finally:
@@ -303,7 +316,10 @@ def run_keras_steps(spec: dict, config: dict, mode: str) -> dict:
 
     keras.backend.clear_session()
     keras.config.set_floatx(config["dtype"])
-    patches = float64_islands_removed() if mode == "f64_exact" else contextlib.nullcontext()
+    patches = {
+        "f64_exact": float64_islands_removed,
+        "f64_layer": lambda: float64_islands_removed(schedule=False),
+    }.get(mode, contextlib.nullcontext)()
     pixels = spec["pixels"].astype(config["dtype"])
     snapshots = set(int(s) for s in spec["snapshot_steps"])
     losses, rates, codes, weights = [], [], [], {}
@@ -403,7 +419,13 @@ def compare(torch_result, keras_result, spec, config, first_steps: int) -> dict:
     summary = {"mode": config["mode"], "layer": config["hash_layer"], "dtype": config["dtype"]}
     torch_epoch_losses = torch_result["losses"].reshape(config["epochs"], -1).mean(axis=1)
     if "losses" not in keras_result:  # f32_trainer: epoch-level only
-        lines.append("| epoch | loss torch | loss keras (fit) | max abs dW at epoch end |")
+        # Keras' epoch loss weights each batch by its size (the last one is smaller).
+        sizes = spec["lengths"].reshape(config["epochs"], -1)
+        per_step = torch_result["losses"].reshape(config["epochs"], -1)
+        torch_epoch_losses = (per_step * sizes).sum(axis=1) / sizes.sum(axis=1)
+        lines.append(
+            "| epoch | loss torch (batch-size weighted) | loss keras (fit) | max abs dW at epoch end |"
+        )
         lines.append("|---:|---:|---:|---:|")
         for epoch in range(config["epochs"]):
             end = (epoch + 1) * steps_per_epoch
@@ -459,10 +481,10 @@ def compare(torch_result, keras_result, spec, config, first_steps: int) -> dict:
             f"({int(torch_result['wrong_saturated'][window].sum())}) |"
         )
     drift = ", ".join(
-        f"{step}: {gap:.1e}" for step, gap in sorted(weight_gaps.items()) if step % 50 == 0
+        f"{step}: {gap:.1e}" for step, gap in sorted(weight_gaps.items()) if step > first_steps
     )
     lines.append("")
-    lines.append(f"max abs dW every 50 steps: {drift}")
+    lines.append(f"max abs dW after step: {drift}")
     first = lambda mask: int(np.argmax(mask)) + 1 if np.any(mask) else None  # noqa: E731
     summary.update(
         steps=len(loss_gaps),
@@ -477,6 +499,46 @@ def compare(torch_result, keras_result, spec, config, first_steps: int) -> dict:
         rate_changes_keras=change_steps(keras_result["rates"]),
     )
     return {"lines": lines, "summary": summary}
+
+
+def torch_epoch_lines(torch_result, config: dict) -> list[str]:
+    """Per epoch of the PyTorch run: rate, mean loss and the pixels where ``BCELoss``'s
+    gradient departs from ``sigmoid(z) - x`` (``p (1 - p) < 1e-12``)."""
+    lines = [
+        "| epoch | lr | mean loss | pixels p(1-p)<1e-12 | of them on the wrong side |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    steps = config["steps_per_epoch"]
+    for epoch in range(config["epochs"]):
+        window = slice(epoch * steps, (epoch + 1) * steps)
+        lines.append(
+            f"| {epoch + 1} | {torch_result['rates'][window][0]:.3g} | "
+            f"{torch_result['losses'][window].mean():.6f} | "
+            f"{int(torch_result['saturated'][window].sum())} | "
+            f"{int(torch_result['wrong_saturated'][window].sum())} |"
+        )
+    return lines
+
+
+def init_lines(torch_result, spec) -> list[str]:
+    """PyTorch's default ``nn.Linear`` init next to the project's (the one both sides start
+    from): for U(-1/sqrt(fan_in), 1/sqrt(fan_in)) both columns are ~1."""
+    lines = [
+        "| tensor | torch default: max abs * sqrt(fan_in) | std * sqrt(3 fan_in) "
+        "| project: max abs * sqrt(fan_in) | std * sqrt(3 fan_in) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    rows = iter(torch_result["init_stats"])
+    for name in LAYER_NAMES:
+        fan_in = spec[f"init/{name}/kernel"].shape[0]
+        for kind in ("kernel", "bias"):
+            values = spec[f"init/{name}/{kind}"]
+            torch_max, torch_std = next(rows)
+            lines.append(
+                f"| {name}/{kind} | {torch_max:.4f} | {torch_std:.4f} | "
+                f"{np.abs(values).max() * fan_in**0.5:.4f} | {values.std() * (3 * fan_in) ** 0.5:.4f} |"
+            )
+    return lines
 
 
 def run_torch(torch_python: str, spec_path: str, directory: str, tag: str) -> dict:
@@ -554,7 +616,9 @@ def main() -> None:
         "lengths": lengths,
         "snapshot_steps": snapshot_steps(
             len(offsets), steps_per_epoch, args.first_steps, args.snapshot_every
-        ),
+        )
+        if any(not mode.startswith("torch") for mode in modes)
+        else np.zeros((0,), np.int64),
         **initial_weights(args.bits, 256, base["input_dim"], args.seed),
     }
     if not np.array_equal(spec["pixels"], x_train):
@@ -564,7 +628,7 @@ def main() -> None:
         for layer in args.layers.split(","):
             torch_runs = {}
             for mode in modes:
-                dtype = "float64" if mode.startswith("f64") else "float32"
+                dtype = "float64" if mode.endswith("f64") or mode.startswith("f64") else "float32"
                 config = dict(base, hash_layer=layer, gamma=GAMMAS[layer], dtype=dtype, mode=mode)
                 if dtype not in torch_runs:
                     spec_path = os.path.join(directory, f"spec_{layer}_{dtype}.npz")
@@ -573,8 +637,15 @@ def main() -> None:
                     torch_runs[dtype] = run_torch(
                         args.torch_python, spec_path, directory, f"{layer}_{dtype}"
                     )
+                    if torch_version is None:
+                        print("\n### Initialisation (the same distribution on both sides)\n")
+                        print("\n".join(init_lines(torch_runs[dtype], spec)))
                     torch_version = str(torch_runs[dtype]["version"])
                     print(f"[torch {layer} {dtype}: {time.perf_counter() - started:.0f} s]")
+                if mode.startswith("torch"):
+                    print(f"\n### {layer}, PyTorch alone ({dtype})\n")
+                    print("\n".join(torch_epoch_lines(torch_runs[dtype], config)))
+                    continue
                 started = time.perf_counter()
                 if mode == "f32_trainer":
                     keras_result = run_keras_trainer(spec, config)
@@ -587,6 +658,8 @@ def main() -> None:
                 summaries.append(report["summary"])
                 sys.stdout.flush()
 
+    if not summaries:
+        return
     import keras
     import tensorflow as tf
 
