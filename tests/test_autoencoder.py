@@ -15,6 +15,8 @@ from tests import testing
 from tf_bihalf.layers import bihalf_codes
 from tf_bihalf.losses.reconstruction import BinaryReconstructionLoss
 from tf_bihalf.models.autoencoder import HashingAutoencoder
+from tf_bihalf.tasks.autoencoder import AutoencoderTask
+from tf_bihalf.training.loop import train_and_evaluate
 from trainers import autoencoder, common
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -135,13 +137,17 @@ def digits_config(**changes):
     config["schedule"]["milestones"] = [2]
     config["monitor"]["sample_size"] = 300
     config.update(changes)
-    return autoencoder.finalize_config(config)
+    return common.finalize_config(config)
+
+
+def train(config, path, **options):
+    return train_and_evaluate(AutoencoderTask(config), config, path, **options)
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("runs") / "digits")
-    results = autoencoder.train(digits_config(), path, progress=False)
+    results = train(digits_config(), path, progress=False)
     return path, results
 
 
@@ -160,11 +166,21 @@ def test_run_directory_and_results_schema(finished_run):
     with open(os.path.join(path, "results.json")) as file:
         stored = json.load(file)
     config = stored["config"]
-    assert config["bits"] == 16 and config["model_type"] == "autoencoder"
-    assert config["hash_layer"] == "bihalf" and config["input_shape"] == [64]
-    assert config["hash_layer_kwargs"] == {"gamma": 1.0}
+    assert config["bits"] == 16 and config["task"] == "autoencoder"
+    assert config["hash_layer"] == "bihalf" and config["hash_layer_kwargs"] == {"gamma": 1.0}
     with open(os.path.join(path, "config.json")) as file:
         assert json.load(file) == config
+    record = stored["record"]
+    assert record["input"] == {
+        "kind": "vector",
+        "shape": [64],
+        "range": [0.0, 1.0],
+        "dtype": "float32",
+    }
+    assert record["bits"] == 16 and record["task"] == "autoencoder" and record["backbone"] is None
+    with open(os.path.join(path, "run.json")) as file:
+        assert json.load(file) == record
+    assert metrics_keys_ok(stored["metrics"])
     metrics = stored["metrics"]
     assert 0 < metrics["map"] <= 1 and metrics["map_at"] == "All" and metrics["ties"] == "stable"
     assert 0 < metrics["map_ties_average"] <= 1
@@ -182,6 +198,10 @@ def test_run_directory_and_results_schema(finished_run):
     encoder = keras.saving.load_model(os.path.join(path, "encoder.keras"))
     digits = np.random.default_rng(0).random((4, 64)).astype("float32")
     assert set(np.unique(np.asarray(encoder(digits, training=False)))) <= {-1.0, 1.0}
+
+
+def metrics_keys_ok(metrics):
+    return metrics["map_at_k"] == {"All": metrics["map"]}
 
 
 def test_tensorboard_has_bit_histograms_loss_and_learning_rate(finished_run):
@@ -215,9 +235,9 @@ def test_resume_after_interruption_is_exact(finished_run, tmp_path):
 
     path = str(tmp_path / "interrupted")
     with pytest.raises(KeyboardInterrupt):
-        autoencoder.train(digits_config(), path, progress=False, extra_callbacks=(Kill(),))
+        train(digits_config(), path, progress=False, extra_callbacks=(Kill(),))
     assert sorted(os.listdir(os.path.join(path, "checkpoints"))) == ["epoch-0001.npz"]
-    resumed = autoencoder.train(digits_config(), path, progress=False)
+    resumed = train(digits_config(), path, progress=False)
     assert resumed["training"]["resumed_from_epoch"] == 1
     assert len(resumed["training"]["loss_history_this_process"]) == 2
     np.testing.assert_allclose(
@@ -231,7 +251,7 @@ def test_resume_after_interruption_is_exact(finished_run, tmp_path):
                 np.testing.assert_array_equal(actual[key], expected[key], err_msg=key)
     assert resumed["metrics"]["map"] == reference["metrics"]["map"]
     # Running a finished run again re-evaluates it and keeps the training record.
-    again = autoencoder.train(digits_config(), path, progress=False)
+    again = train(digits_config(), path, progress=False)
     assert again["metrics"]["map"] == reference["metrics"]["map"]
     assert again["training"]["re_evaluated"] and again["training"]["resumed_from_epoch"] == 1
 
@@ -239,7 +259,7 @@ def test_resume_after_interruption_is_exact(finished_run, tmp_path):
 def test_resume_refuses_a_different_config(finished_run):
     path, _ = finished_run
     with pytest.raises(ValueError, match=r"different config \(differing keys: bits\)"):
-        autoencoder.train(digits_config(bits=32), path, progress=False)
+        train(digits_config(bits=32), path, progress=False)
 
 
 def test_flags_resolve_into_the_config():
@@ -248,23 +268,29 @@ def test_flags_resolve_into_the_config():
     flag_values(
         ["trainer", "--epochs", "10", "--hash_layer", "sign", "--gamma", "0.5", "--bits", "64"]
     )
-    config = autoencoder.resolve_config(flag_values)
+    config = common.resolve_config(flag_values, "autoencoder", {})
     assert config["epochs"] == 10 and config["bits"] == 64
     assert config["schedule"]["milestones"] == [6, 8]  # 60 and 80 of 100, stretched to 10
     assert config["hash_layer_kwargs"] == {"gamma": 0.5}
     assert "hash_layer_options" not in config
-    assert autoencoder.default_workdir(config) == os.path.join(
-        "runs", "autoencoder_mnist_sign_64bits"
-    )
+    assert common.default_workdir(config) == os.path.join("runs", "autoencoder_mnist_sign_64bits")
     flag_values.unparse_flags()
     flag_values(["trainer", "--hash_layer", "relaxed", "--gamma", "1"])
     with pytest.raises(ValueError, match="--gamma applies to"):
-        autoencoder.resolve_config(flag_values)
+        common.resolve_config(flag_values, "autoencoder", {})
     flag_values.unparse_flags()
     flag_values(["trainer"])
-    paper = autoencoder.resolve_config(flag_values)  # the default is the paper's schedule
+    paper = common.resolve_config(
+        flag_values, "autoencoder", {}
+    )  # the default is the paper's schedule
     assert paper["epochs"] == 100 and paper["schedule"]["milestones"] == [60, 80]
-    assert paper["optimizer"] == {"name": "adam", "learning_rate": 1e-3, "weight_decay": 1e-5}
+    assert paper["optimizer"] == {
+        "name": "adam",
+        "learning_rate": 1e-3,
+        "weight_decay": 1e-5,
+        "momentum": 0.0,
+        "dampening": 0.0,
+    }
     assert paper["batch_size"] == 128 and paper["hash_layer_kwargs"] == {"gamma": 1.0}
     with pytest.raises(ValueError, match="Unknown config 'cifar'; available: .*autoencoder"):
         common.load_config("cifar")
@@ -284,7 +310,7 @@ def test_command_line_smoke_run(tmp_path):
 
 def test_user_errors_exit_with_one_clear_line(monkeypatch, capsys):
     def main(argv):
-        autoencoder.finalize_config(digits_config(bits=0))
+        common.finalize_config(dict(common.load_config("autoencoder"), bits=0))
 
     monkeypatch.setattr(sys, "argv", ["trainer"])
     with pytest.raises(SystemExit) as info:
