@@ -183,7 +183,8 @@ def test_save_load_round_trip(tmp_path, backend):
     path = index.save(str(tmp_path / "index"))
     manifest = json.loads((tmp_path / "index" / "manifest.json").read_text())
     assert manifest["bits"] == 20 and manifest["count"] == 80 and manifest["backend"] == backend
-    assert manifest["format_version"] == 1 and len(manifest["files"]["codes.npy"]["sha256"]) == 64
+    assert manifest["format_version"] == 2 and len(manifest["files"]["codes.npy"]["sha256"]) == 64
+    assert len(manifest["manifest_sha256"]) == 64
     loaded = HammingIndex.load(path)
     assert loaded.backend == backend and len(loaded) == 80 and loaded.bits == 20
     np.testing.assert_array_equal(loaded.ids, index.ids)

@@ -26,6 +26,8 @@ import argparse
 import json
 import os
 import sys
+import zipfile
+import zlib
 
 import numpy as np
 from absl import logging
@@ -35,40 +37,76 @@ from tf_bihalf.search import backends
 from tf_bihalf.search.index import HammingIndex
 
 
-def _load_array(path: str, what: str) -> np.ndarray | np.lib.npyio.NpzFile:
-    if not os.path.isfile(path):
+def _check_regular(path: str, what: str) -> None:
+    if not os.path.exists(path):
         raise FileNotFoundError(f"{what} file {path} not found.")
+    if not os.path.isfile(path):
+        raise ValueError(f"{what} file {path} is not a regular file.")
+
+
+def _load_array(path: str, what: str) -> np.ndarray | np.lib.npyio.NpzFile:
+    _check_regular(path, what)
     try:
         return np.load(path, allow_pickle=False)
     except ValueError as error:
+        if "pickle" not in str(error):
+            raise ValueError(f"cannot read {what} file {path}: {error}") from None
         raise ValueError(
             f"cannot read {path} without pickle ({error}); save ids as int or unicode arrays "
             "(np.asarray(ids, dtype=str)), not object arrays."
+        ) from None
+    except (EOFError, OSError, zipfile.BadZipFile) as error:
+        raise ValueError(
+            f"cannot read {what} file {path}: it is truncated or not a .npy/.npz file "
+            f"({type(error).__name__}: {error})."
         ) from None
 
 
 def load_codes(
     path: str, bits: int | None = None
 ) -> tuple[np.ndarray, int | None, np.ndarray | None]:
-    """Reads a ``.npy`` / ``.npz`` code file: ``(codes, bits or None, ids or None)``."""
+    """Reads a ``.npy`` / ``.npz`` code file: ``(codes, bits or None, ids or None)``.
+
+    Raises:
+      FileNotFoundError: no such file.
+      ValueError: not a regular file, a truncated or corrupt file, or no codes in it (one line
+        that names the file).
+    """
     if not path.endswith((".npy", ".npz")):
         raise ValueError(f"code files must be .npy or .npz; got {path}.")
     loaded = _load_array(path, "codes")
     if isinstance(loaded, np.ndarray):
         return loaded, bits, None
-    with loaded:
-        keys = set(loaded.files)
-        ids = loaded["ids"] if "ids" in keys else None
-        if "bits" in keys and bits is None:
-            bits = int(loaded["bits"])
-        if "codes" in keys:
-            return loaded["codes"], bits, ids
-        if "codes_packed" in keys:
-            if bits is None:
-                raise ValueError(
-                    f"{path} holds only codes_packed: pass --bits K (the code length)."
-                )
-            return loaded["codes_packed"], bits, ids
+    try:
+        with loaded:
+            return _read_npz_codes(loaded, path, bits)
+    except (EOFError, OSError, zipfile.BadZipFile, zlib.error) as error:
+        raise ValueError(
+            f"cannot read codes file {path}: a member is truncated or corrupt "
+            f"({type(error).__name__}: {error})."
+        ) from None
+    except ValueError as error:
+        if str(error).startswith(path):
+            raise
+        raise ValueError(f"cannot read codes file {path}: {error}") from None
+
+
+def _read_npz_codes(loaded, path: str, bits: int | None):
+    keys = set(loaded.files)
+    ids = loaded["ids"] if "ids" in keys else None
+    if "bits" in keys and bits is None:
+        stored = loaded["bits"]
+        if stored.shape != () or stored.dtype.kind not in "iu":
+            raise ValueError(
+                f"{path}: 'bits' must be one integer; got {stored.dtype} {stored.shape}."
+            )
+        bits = int(stored)
+    if "codes" in keys:
+        return loaded["codes"], bits, ids
+    if "codes_packed" in keys:
+        if bits is None:
+            raise ValueError(f"{path} holds only codes_packed: pass --bits K (the code length).")
+        return loaded["codes_packed"], bits, ids
     raise ValueError(f"{path} has no 'codes' or 'codes_packed' array (found: {sorted(keys)}).")
 
 
@@ -76,9 +114,8 @@ def load_ids(path: str) -> np.ndarray:
     """Reads ids from a ``.npy`` array or a text file with one id per line."""
     if path.endswith(".npy"):
         return _load_array(path, "ids")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"ids file {path} not found.")
-    with open(path) as handle:
+    _check_regular(path, "ids")
+    with open(path, encoding="utf-8") as handle:
         lines = [line.rstrip("\n") for line in handle if line.strip()]
     return np.asarray(lines, dtype=str)
 
@@ -192,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parser().parse_args(argv)
     try:
         return arguments.function(arguments)
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
+    except (ValueError, OSError) as error:  # OSError: FileNotFoundError, PermissionError...
         print(f"error: {error}", file=sys.stderr)
         return 2
 

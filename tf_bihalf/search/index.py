@@ -14,11 +14,14 @@ by id.
 
 On disk an index is a directory (``save`` / ``load``)::
 
-    INDEX_DIR/manifest.json   format, format_version, bits, count, backend, ids_dtype, SHA-256
+    INDEX_DIR/manifest.json   format, format_version, bits, count, backend, ids_dtype, the
+                              SHA-256 of both arrays and of the manifest itself
     INDEX_DIR/codes.npy       packed uint8 codes (count, ceil(bits/8)), in id order
     INDEX_DIR/ids.npy         int64 or unicode ids (count,), sorted
 
-``load`` checks the SHA-256 of both arrays and loads them with ``allow_pickle=False``.
+``load`` checks the manifest's own SHA-256 (``manifest_sha256``, over its other entries as
+canonical JSON: an edited ``bits`` or ``count`` would otherwise load and return wrong
+distances), then the SHA-256 of both arrays, and loads them with ``allow_pickle=False``.
 
 Example:
 
@@ -33,6 +36,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import numbers
 import os
@@ -49,10 +53,18 @@ from tf_bihalf.search import backends
 __all__ = ["FORMAT", "FORMAT_VERSION", "HammingIndex"]
 
 FORMAT = "tf_bihalf.hamming_index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the manifest carries its own checksum (manifest_sha256).
 _CODES_FILE = "codes.npy"
 _IDS_FILE = "ids.npy"
 _MANIFEST_FILE = "manifest.json"
+_MAX_MANIFEST_BYTES = 1 << 20
+
+
+def manifest_digest(manifest: dict) -> str:
+    """SHA-256 of a manifest's entries other than ``manifest_sha256``, as canonical JSON."""
+    body = {key: value for key, value in manifest.items() if key != "manifest_sha256"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
 def _as_ids(ids, count: int) -> np.ndarray:
@@ -208,7 +220,10 @@ class HammingIndex:
         if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
             raise ValueError(f"k must be a positive integer; got {k!r}.")
         queries = self._check_queries(query_codes)
-        distances, positions = self._backend.search(queries, min(int(k), len(self)))
+        k = min(int(k), len(self))
+        if not queries.shape[0]:  # No queries: empty results, identical for every backend.
+            return np.zeros((0, k), np.int32), self._ids[:0].reshape(0, k)
+        distances, positions = self._backend.search(queries, k)
         return distances, self._ids[positions]
 
     def range_search(self, query_codes, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -221,6 +236,8 @@ class HammingIndex:
         if isinstance(radius, bool) or not isinstance(radius, numbers.Integral) or radius < 0:
             raise ValueError(f"radius must be a non-negative integer; got {radius!r}.")
         queries = self._check_queries(query_codes)
+        if not queries.shape[0]:
+            return np.zeros(1, np.int64), np.zeros(0, np.int32), self._ids[:0]
         lims, distances, positions = self._backend.range_search(
             queries, min(int(radius), self.bits)
         )
@@ -257,6 +274,7 @@ class HammingIndex:
                     for name in (_CODES_FILE, _IDS_FILE)
                 },
             }
+            manifest["manifest_sha256"] = manifest_digest(manifest)
             with open(os.path.join(staging, _MANIFEST_FILE), "w") as handle:
                 json.dump(manifest, handle, indent=2)
             if os.path.isdir(path):
@@ -288,11 +306,18 @@ class HammingIndex:
             raise FileNotFoundError(
                 f"{manifest_path} not found: {path} is not a saved HammingIndex."
             )
-        with open(manifest_path) as handle:
-            try:
-                manifest = json.load(handle)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{manifest_path} is not valid JSON: {error}") from None
+        with open(manifest_path, "rb") as handle:
+            text = handle.read(_MAX_MANIFEST_BYTES + 1)
+        if len(text) > _MAX_MANIFEST_BYTES:
+            raise ValueError(
+                f"{manifest_path} is larger than a manifest can be; rebuild the index."
+            )
+        try:
+            manifest = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{manifest_path} is not valid JSON: {error}") from None
+        if not isinstance(manifest, dict):
+            raise ValueError(f"{manifest_path} is not a JSON object.")
         if manifest.get("format") != FORMAT:
             raise ValueError(
                 f"{manifest_path}: format is {manifest.get('format')!r}, expected {FORMAT!r}."
@@ -300,14 +325,27 @@ class HammingIndex:
         if manifest.get("format_version") != FORMAT_VERSION:
             raise ValueError(
                 f"{manifest_path}: format_version {manifest.get('format_version')!r} is not supported "
-                f"(this version reads {FORMAT_VERSION})."
+                f"(this version reads {FORMAT_VERSION}); rebuild the index from its codes "
+                "(python -m tf_bihalf.search build)."
             )
+        expected_digest = manifest.get("manifest_sha256")
+        actual_digest = manifest_digest(manifest)
+        if expected_digest != actual_digest:
+            raise ValueError(
+                f"checksum mismatch for {manifest_path}: its entries hash to {actual_digest}, "
+                f"manifest_sha256 says {expected_digest}. The manifest was modified or is "
+                "corrupt; rebuild the index."
+            )
+        files = manifest.get("files")
+        if not isinstance(files, dict):
+            raise ValueError(f"{manifest_path} lists no files.")
         arrays = {}
         for name in (_CODES_FILE, _IDS_FILE):
             file_path = os.path.join(path, name)
             if not os.path.isfile(file_path):
                 raise FileNotFoundError(f"{file_path} not found (listed in {manifest_path}).")
-            expected = manifest.get("files", {}).get(name, {}).get("sha256")
+            entry = files.get(name)
+            expected = entry.get("sha256") if isinstance(entry, dict) else None
             actual = sha256_file(file_path)
             if actual != expected:
                 raise ValueError(
