@@ -310,8 +310,25 @@ def model_weights(model) -> dict:
     return arrays
 
 
-def run_keras_steps(spec: dict, config: dict, mode: str) -> dict:
-    """One ``train_on_batch`` per step; records loss, rate and codes of every step."""
+def code_margin(u: np.ndarray, columns: np.ndarray, hash_layer: str) -> float:
+    """How close the batch's features ``u`` were to a code change in ``columns``, relative to
+    the column's spread: the gap between the two values at the bi-half cut, or the smallest
+    ``|U|`` for the sign layer."""
+    u = u[:, columns].astype(np.float64)
+    scale = np.abs(u).max(axis=0)
+    if hash_layer == "bihalf":
+        ordered = -np.sort(-u, axis=0)
+        half = len(u) // 2
+        gaps = ordered[half - 1] - ordered[half]
+    else:
+        gaps = np.abs(u).min(axis=0)
+    return float(np.max(gaps / scale))
+
+
+def run_keras_steps(spec: dict, config: dict, mode: str, reference_codes=None) -> dict:
+    """One ``train_on_batch`` per step; records loss, rate and codes of every step, and at the
+    first step whose codes differ from ``reference_codes`` how close the features were to the
+    code boundary (``code_margin``)."""
     import keras
 
     keras.backend.clear_session()
@@ -322,7 +339,7 @@ def run_keras_steps(spec: dict, config: dict, mode: str) -> dict:
     }.get(mode, contextlib.nullcontext)()
     pixels = spec["pixels"].astype(config["dtype"])
     snapshots = set(int(s) for s in spec["snapshot_steps"])
-    losses, rates, codes, weights = [], [], [], {}
+    losses, rates, codes, weights, first_flip = [], [], [], {}, None
     try:
         with patches:
             model, optimizer = build_keras(spec, config, jit_compile=mode == "f32_xla")
@@ -331,6 +348,13 @@ def run_keras_steps(spec: dict, config: dict, mode: str) -> dict:
                 x = pixels[spec["order"][start : start + spec["lengths"][step]]]
                 rates.append(float(np.asarray(optimizer.learning_rate)))
                 codes.append(np.asarray(model.encoder(x, training=True)).astype(np.int8))
+                if first_flip is None and reference_codes is not None:
+                    other = reference_codes[start : start + len(x)] != codes[-1]
+                    if other.any():
+                        u = np.asarray(model.continuous_encoder(x))
+                        columns = np.flatnonzero(other.any(axis=0))
+                        margin = code_margin(u, columns, config["hash_layer"])
+                        first_flip = {"step": step + 1, "bits": len(columns), "margin": margin}
                 losses.append(float(model.train_on_batch(x, x)))
                 if step + 1 in snapshots:
                     weights[step + 1] = model_weights(model)
@@ -341,6 +365,7 @@ def run_keras_steps(spec: dict, config: dict, mode: str) -> dict:
         "rates": np.array(rates),
         "codes": np.concatenate(codes),
         "weights": weights,
+        "first_flip": first_flip,
     }
 
 
@@ -495,6 +520,7 @@ def compare(torch_result, keras_result, spec, config, first_steps: int) -> dict:
             (s for s, gap in sorted(weight_gaps.items()) if gap > weight_tolerance), None
         ),
         first_code_step=first(mismatched_rows > 0),
+        first_flip_margin=(keras_result["first_flip"] or {}).get("margin"),
         rate_changes_torch=change_steps(torch_result["rates"]),
         rate_changes_keras=change_steps(keras_result["rates"]),
     )
@@ -650,7 +676,7 @@ def main() -> None:
                 if mode == "f32_trainer":
                     keras_result = run_keras_trainer(spec, config)
                 else:
-                    keras_result = run_keras_steps(spec, config, mode)
+                    keras_result = run_keras_steps(spec, config, mode, torch_runs[dtype]["codes"])
                 print(f"[keras {layer} {mode}: {time.perf_counter() - started:.0f} s]")
                 report = compare(torch_runs[dtype], keras_result, spec, config, args.first_steps)
                 print(f"\n### {layer}, {mode} ({dtype}, BCE from {bce})\n")
@@ -670,15 +696,17 @@ def main() -> None:
     )
     print(
         "| layer | mode | steps | max abs dloss | max abs dW at end | first step dloss > tol "
-        "| first snapshot dW > tol | first step codes differ | lr changes torch / keras |"
+        "| first snapshot dW > tol | first step codes differ (relative margin) "
+        "| lr changes torch / keras |"
     )
     print("|---|---|---:|---:|---:|---:|---:|---:|---|")
     for row in summaries:
         print(
             f"| {row['layer']} | {row['mode']} | {row['steps']} | {row['max_loss_gap']:.2e} | "
             f"{row['final_weight_gap']:.2e} | {row['first_loss_step']} | "
-            f"{row['first_weight_step']} | {row['first_code_step']} | "
-            f"{row['rate_changes_torch']} / {row['rate_changes_keras']} |"
+            f"{row['first_weight_step']} | {row['first_code_step']}"
+            + (f" ({row['first_flip_margin']:.1e})" if row.get("first_flip_margin") else "")
+            + f" | {row['rate_changes_torch']} / {row['rate_changes_keras']} |"
         )
     if args.json:
         with open(args.json, "w") as handle:
