@@ -1,10 +1,12 @@
-"""Reads a training run directory: ``RUN/config.json`` and ``RUN/encoder.keras``.
+"""Reads a training run directory: ``RUN/run.json`` and ``RUN/encoder.keras``.
 
-That is all export needs from a run (see the run-directory contract in the project docs):
+That is all export needs from a run (docs/training.md, "The run directory"):
 
-- ``config.json`` has ``bits``, ``model_type`` (``"autoencoder"`` | ``"image"``), ``hash_layer``,
-  ``input_shape`` (without the batch axis) and, for image models, ``image_size`` ``[H, W]`` and
-  ``backbone``;
+- ``run.json``, the typed run record the training loop writes
+  (``tf_bihalf.training.record.RunRecord``): ``task`` (``"autoencoder"`` | ``"image"``),
+  ``bits``, ``hash_layer``, ``input`` (one example's shape, dtype and value range),
+  ``preprocessing`` (for image models ``image_size`` ``[H, W]`` and ``resize``) and
+  ``backbone``. Export never reads the trainer's ``config.json``;
 - ``encoder.keras`` maps the raw input (autoencoder: float32 ``(N, 784)`` pixels in [0, 1]; image
   models: float32 ``(N, H, W, 3)`` RGB in [0, 255], preprocessing inside the model) to float32
   ±1 codes ``(N, K)`` when called with ``training=False``.
@@ -19,12 +21,14 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import keras
 
+from tf_bihalf.codes import packed_width
 from tf_bihalf.data.image_pipeline import RESIZE_MODES
+from tf_bihalf.errors import InputError
+from tf_bihalf.training.record import RunRecord
 
 MODEL_TYPES = ("autoencoder", "image")
 
@@ -82,7 +86,7 @@ class EncoderSpec:
     @property
     def packed_width(self) -> int:
         """Bytes per packed code, ``ceil(bits / 8)``."""
-        return (self.bits + 7) // 8
+        return packed_width(self.bits)
 
     @property
     def input_range(self) -> tuple[float, float]:
@@ -102,44 +106,34 @@ class EncoderSpec:
         }
 
     @classmethod
-    def from_config(cls, config: dict) -> EncoderSpec:
-        """Builds the spec from a run's ``config.json`` contents (extra keys are ignored)."""
-        if not isinstance(config, dict):
-            raise ValueError(f"The run config must be a JSON object; got {type(config).__name__}.")
-        missing = [key for key in ("bits", "model_type", "input_shape") if key not in config]
-        if missing:
-            raise ValueError(
-                f"The run config lacks {missing}; a training run's config.json always has "
-                "'bits', 'model_type', 'hash_layer' and 'input_shape'."
-            )
-        image_size = config.get("image_size")
-        data_config = config.get("data") if isinstance(config.get("data"), dict) else {}
-        resize = config.get("resize", data_config.get("resize", "stretch"))
+    def from_record(cls, record: RunRecord) -> EncoderSpec:
+        """The spec of a run record (``RUN/run.json``)."""
+        preprocessing = record.preprocessing
+        image_size = preprocessing["image_size"] if record.task == "image" else None
         return cls(
-            bits=config["bits"],
-            model_type=config["model_type"],
-            input_shape=tuple(config["input_shape"]),
-            hash_layer=str(config.get("hash_layer", "unknown")),
+            bits=record.bits,
+            model_type=record.task,
+            input_shape=tuple(record.input.shape),
+            hash_layer=record.hash_layer,
             image_size=None if image_size is None else tuple(int(size) for size in image_size),
-            backbone=config.get("backbone"),
-            resize=resize,
+            backbone=record.backbone,
+            resize=preprocessing["resize"] if record.task == "image" else "stretch",
         )
 
 
-def read_config(workdir: str) -> dict:
-    """Returns the parsed ``workdir/config.json``."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.isdir(workdir):
-        raise FileNotFoundError(f"Run directory {workdir!r} does not exist.")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"{path!r} not found: is {workdir!r} a training run directory (--workdir of a trainer)?"
-        )
-    with open(path, encoding="utf-8") as file:
-        try:
-            return json.load(file)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path!r} is not valid JSON: {error}") from None
+def read_spec(workdir: str) -> EncoderSpec:
+    """The ``EncoderSpec`` of a run directory, from its ``run.json``.
+
+    Raises:
+        FileNotFoundError: the directory or its ``run.json`` is missing.
+        InputError: ``run.json`` is not a valid run record, or describes a model export does
+            not support.
+    """
+    record = RunRecord.read(workdir)
+    try:
+        return EncoderSpec.from_record(record)
+    except KeyError as error:
+        raise InputError(f"{workdir}/run.json: preprocessing lacks {error}.") from None
 
 
 def check_model(model: keras.Model, spec: EncoderSpec) -> None:
@@ -186,13 +180,13 @@ def _register_layers() -> None:
 
 
 def load_run(workdir: str) -> tuple[keras.Model, EncoderSpec]:
-    """Loads ``workdir/encoder.keras`` and the spec from ``workdir/config.json``.
+    """Loads ``workdir/encoder.keras`` and the spec from ``workdir/run.json``.
 
     Raises:
-        FileNotFoundError: the directory, ``config.json`` or ``encoder.keras`` is missing.
-        ValueError: the config is incomplete or disagrees with the model.
+        FileNotFoundError: the directory, ``run.json`` or ``encoder.keras`` is missing.
+        ValueError: the record is invalid or disagrees with the model.
     """
-    spec = EncoderSpec.from_config(read_config(workdir))
+    spec = read_spec(workdir)
     path = os.path.join(workdir, "encoder.keras")
     if not os.path.isfile(path):
         raise FileNotFoundError(

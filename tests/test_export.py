@@ -26,6 +26,7 @@ from tests.test_export_support import (
     make_autoencoder_run,
     make_image_run,
     random_images,
+    run_record,
     write_run,
 )
 from tf_bihalf.codes import pack
@@ -309,21 +310,26 @@ def test_run_directory_errors(tmp_path, artifacts):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_run(str(tmp_path / "missing"))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(FileNotFoundError, match="run.json"):
         load_run(str(tmp_path / "empty"))
-    (tmp_path / "empty" / "config.json").write_text(json.dumps({"bits": 8}))
-    with pytest.raises(ValueError, match="lacks"):
+    (tmp_path / "empty" / "run.json").write_text(json.dumps({"bits": 8}))
+    with pytest.raises(ValueError, match="missing keys"):
         load_run(str(tmp_path / "empty"))
     config = {"bits": 8, "model_type": "autoencoder", "hash_layer": "bihalf", "input_shape": [784]}
-    (tmp_path / "empty" / "config.json").write_text(json.dumps(config))
+    run_record(config).write(str(tmp_path / "empty"))
     with pytest.raises(FileNotFoundError, match="encoder.keras"):
         load_run(str(tmp_path / "empty"))
-    # A config whose bits disagree with the model (12 bits).
+    # A record whose bits disagree with the model (12 bits).
     run = str(tmp_path / "mismatch")
     os.makedirs(run)
     os.symlink(os.path.join(artifacts["autoencoder_run"], "encoder.keras"), f"{run}/encoder.keras")
-    (tmp_path / "mismatch" / "config.json").write_text(json.dumps(config))
+    run_record(config).write(run)
     with pytest.raises(ValueError, match="bits=8"):
+        load_run(run)
+    # export never falls back to the trainer's config.json.
+    os.remove(os.path.join(run, "run.json"))
+    (tmp_path / "mismatch" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(FileNotFoundError, match="run.json"):
         load_run(run)
     with pytest.raises(ValueError, match="image_size"):
         EncoderSpec(bits=8, model_type="image", input_shape=(32, 32, 3), hash_layer="sign")

@@ -1,14 +1,13 @@
 """Tiny training-run directories for the export and serving tests (this file holds no tests).
 
-Each builder writes what a trainer leaves behind and export reads: ``RUN/config.json`` per the
-run-directory contract and ``RUN/encoder.keras`` saved with ``model.save``. The models are small
+Each builder writes what a trainer leaves behind and export reads: ``RUN/run.json`` (the typed
+run record) and ``RUN/encoder.keras`` saved with ``model.save``. The models are small
 but real: Dense/conv layers ending in the ``BiHalf`` hash layer, preprocessing inside the model.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import os
 
 import keras
@@ -16,18 +15,40 @@ import numpy as np
 from PIL import Image
 
 from tf_bihalf.layers import BiHalf
+from tf_bihalf.training.record import InputSpec, RunRecord
 
 AUTOENCODER_BITS = 12
 IMAGE_BITS = 16
 IMAGE_SIZE = (24, 20)
 
 
+def run_record(config: dict) -> RunRecord:
+    """The run record a trainer would write for a model described by ``config``."""
+    image = config["model_type"] == "image"
+    return RunRecord(
+        task=config["model_type"],
+        config_name="test",
+        dataset=config.get("dataset", "generated"),
+        protocol=None,
+        seed=0,
+        bits=config["bits"],
+        hash_layer=config["hash_layer"],
+        hash_layer_kwargs={},
+        input=InputSpec(
+            kind="image" if image else "vector",
+            shape=tuple(config["input_shape"]),
+            range=(0.0, 255.0) if image else (0.0, 1.0),
+        ),
+        preprocessing={"image_size": config["image_size"], "resize": "stretch"} if image else {},
+        backbone=config.get("backbone"),
+    )
+
+
 def write_run(directory: str, model: keras.Model, config: dict) -> str:
-    """Saves ``model`` as ``directory/encoder.keras`` and ``config`` as ``config.json``."""
+    """Saves ``model`` as ``directory/encoder.keras`` and its record as ``run.json``."""
     os.makedirs(directory, exist_ok=True)
     model.save(os.path.join(directory, "encoder.keras"))
-    with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as file:
-        json.dump(config, file)
+    run_record(config).write(directory)
     return directory
 
 
