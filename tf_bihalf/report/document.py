@@ -141,8 +141,9 @@ def markdown(
         "Each row is the mean ± sample standard deviation (n − 1) over its n seeds; a single "
         "run shows its value alone. mAP and precision are in percent (the paper's unit), the "
         "bit entropy in bits (1 is perfectly balanced), 'max abs bit corr.' is the largest "
-        "|Pearson correlation| between two bits of the database codes, 'P(r≤2)' is the precision "
-        "of the items within Hamming radius 2. Every number is the final model's (no epoch picked "
+        "|Pearson correlation| between two bits of the database codes (a constant bit counts as "
+        "uncorrelated, so read it beside the entropy), 'P(r≤2)' is the precision of the items "
+        "within Hamming radius 2. Every number is the final model's (no epoch picked "
         "on the query set). A row averages only runs whose resolved configs are identical except "
         f"for {', '.join(f'`{key}`' for key in IGNORED_KEYS)}.",
         "",
