@@ -9,11 +9,19 @@ everything) and nothing is hidden. Messages after start-up are shown as usual.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import sys
 
 TF_LOGS_ASKED_FOR = "TF_CPP_MIN_LOG_LEVEL" in os.environ
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _flush_c_streams() -> None:
+    try:
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):
+        pass
 
 
 @contextlib.contextmanager
@@ -31,10 +39,15 @@ def quiet_native_stderr():
         yield
     finally:
         sys.stderr.flush()
+        _flush_c_streams()  # native libraries' buffered output goes to /dev/null too
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
 
 
 with quiet_native_stderr():
-    import tensorflow  # noqa: F401  (imported once here, quietly)
+    # Imported once here, quietly (Keras probes the devices when it is imported).
+    import keras  # noqa: F401
+    import tensorflow  # noqa: F401
+
+    import tf_bihalf  # noqa: F401

@@ -25,14 +25,14 @@ import re
 import sys
 from typing import Any
 
-from absl import app, flags, logging
+from absl import app, flags
 
 import configs
-from trainers import quiet_native_stderr
 from tf_bihalf import tasks
 from tf_bihalf.errors import InputError
 from tf_bihalf.training import schedules
 from tf_bihalf.training.loop import train_and_evaluate
+from trainers import quiet_native_stderr
 
 RUNS_DIRECTORY = "runs"
 #: An override value that sets a key to None (``None`` itself means "flag not given").
@@ -235,7 +235,7 @@ def finalize_config(config: dict, gamma: float | None = None) -> dict:
 def default_workdir(config: dict, smoke: bool = False) -> str:
     """``runs/<config>_<dataset>[_<protocol>]_<layer>_<K>bits[_seedS][_smoke]`` (the seed only
     when it is not 0): the same command resumes the same run."""
-    dataset = re.sub(r"[^A-Za-z0-9.-]+", "-", str(config["dataset"])).strip("-")
+    dataset = re.sub(r"[^A-Za-z0-9._-]+", "-", str(config["dataset"])).strip("-")
     parts = [config["config_name"]]
     if dataset != config["config_name"]:
         parts.append(dataset)
@@ -276,15 +276,15 @@ def main_for(default_config: str | None, task_overrides, custom_config: str | No
 def run(main) -> None:
     """``absl.app.run(main)``, with user errors reported as one line and exit status 2."""
 
-    def guarded(argv):
-        import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415
 
-        with quiet_native_stderr():
-            tf.config.list_logical_devices()  # device start-up (e.g. cuInit on a CPU machine)
+    with quiet_native_stderr():
+        tf.config.list_logical_devices()  # device start-up (e.g. cuInit on a CPU machine)
+
+    def guarded(argv):
         try:
             return main(argv)
         except (InputError, FileNotFoundError) as error:
-            logging.error("%s: %s", type(error).__name__, error)
             sys.stderr.write(f"error: {error}\n")
             sys.exit(2)
 
