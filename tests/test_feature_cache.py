@@ -62,7 +62,8 @@ def test_miss_then_hit_with_shards_in_order(tmp_path):
 
 def test_invalidation_on_weights_split_and_damage(tmp_path):
     split = image_set(6)
-    cache = make_cache(tmp_path, tiny_extractor(0))
+    extractor = tiny_extractor(0)
+    cache = make_cache(tmp_path, extractor)
     built = cache.load_or_build("train", split)
     # Other weights: another model directory, a miss.
     other = make_cache(tmp_path, tiny_extractor(1)).load_or_build("train", split)
@@ -75,8 +76,9 @@ def test_invalidation_on_weights_split_and_damage(tmp_path):
     shard = os.path.join(built.directory, "features-00000.npy")
     with open(shard, "r+b") as handle:
         handle.truncate(os.path.getsize(shard) - 8)
-    rebuilt = make_cache(tmp_path, tiny_extractor(0)).load_or_build("train", split)
-    assert not rebuilt.hit
+    assert make_cache(tmp_path, extractor).load_or_build("train", split).hit is False
+    rebuilt = make_cache(tmp_path, extractor).load_or_build("train", split)
+    assert rebuilt.hit and rebuilt.directory == built.directory
     np.testing.assert_array_equal(rebuilt.features, built.features)
 
 
@@ -122,3 +124,70 @@ def test_cached_training_equals_end_to_end(tmp_path):
     for a, b, start in zip(cached_weights, direct_weights, initial, strict=True):
         assert not np.allclose(a, start)
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+
+
+def test_overwritten_shard_bytes_are_detected_and_rebuilt(tmp_path, caplog):
+    """Same-size bytes overwritten in a shard: the SHA-256 recorded at write catches them."""
+    split = image_set(6)
+    extractor = tiny_extractor(0)
+    built = make_cache(tmp_path, extractor).load_or_build("train", split)
+    manifest = json.load(open(os.path.join(built.directory, "manifest.json")))
+    assert all(len(record["sha256"]) == 64 for record in manifest["shards"])
+    assert len(manifest["labels"]["sha256"]) == 64
+    shard = os.path.join(built.directory, "features-00001.npy")
+    size = os.path.getsize(shard)
+    with open(shard, "r+b") as handle:  # the last float32 of the shard, same file size
+        handle.seek(size - 4)
+        handle.write(np.float32(1234.5).tobytes())
+    assert os.path.getsize(shard) == size
+    with caplog.at_level("WARNING"):
+        rebuilt = make_cache(tmp_path, extractor).load_or_build("train", split)
+    assert not rebuilt.hit and rebuilt.directory == built.directory
+    assert "features-00001.npy does not have the SHA-256 recorded" in caplog.text
+    np.testing.assert_array_equal(rebuilt.features, built.features)
+    assert make_cache(tmp_path, extractor).load_or_build("train", split).hit
+    # The labels file is covered too.
+    labels = os.path.join(rebuilt.directory, "labels.npy")
+    data = bytearray(open(labels, "rb").read())
+    data[-1] ^= 1
+    open(labels, "wb").write(bytes(data))
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert not make_cache(tmp_path, extractor).load_or_build("train", split).hit
+    assert "labels.npy does not have the SHA-256" in caplog.text
+
+
+def _file_split(tmp_path, count=4):
+    from PIL import Image
+
+    paths = []
+    for row in range(count):
+        path = str(tmp_path / f"{row}.png")
+        Image.fromarray(RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return ImageSet(labels=np.arange(count, dtype=np.int64), paths=paths)
+
+
+def _truncate(path):
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 2])
+
+
+def test_unusable_image_stops_extraction_with_its_name(tmp_path, monkeypatch):
+    """A truncated PNG used to stop extraction with 'Invalid PNG data' and no file name."""
+    monkeypatch.setenv("TF_BIHALF_DATA", str(tmp_path / "check_cache"))
+    split = _file_split(tmp_path)
+    _truncate(split.paths[2])
+    with pytest.raises(ValueError, match=r"1 of 4 image files cannot be used: .*2\.png"):
+        make_cache(tmp_path / "cache", tiny_extractor()).load_or_build("train", split)
+    # A file that breaks after the check (here: no check at all) is still named.
+    from tf_bihalf.data import feature_cache
+
+    unchecked = feature_cache.image_dataset
+
+    def without_check(*args, **kwargs):
+        return unchecked(*args, **kwargs, verify_files="none")
+
+    monkeypatch.setattr(feature_cache, "image_dataset", without_check)
+    with pytest.raises(ValueError, match=r"2\.png: cannot be decoded by TensorFlow"):
+        make_cache(tmp_path / "cache", tiny_extractor()).load_or_build("train", split)

@@ -789,8 +789,21 @@ def test_pipeline_in_memory_images_and_decode_errors(tmp_path):
         ).as_numpy_iterator()
     ]
     assert labels == [[0, 2]]
+    # The files are checked before decoding: the error names the file, not TensorFlow's op.
+    with pytest.raises(ValueError, match=r"1 of 3 image files cannot be used: .*bad\.jpg"):
+        image_pipeline.image_dataset(broken, image_size=(8, 8), on_decode_error="raise")
+    unchecked = image_pipeline.image_dataset(
+        broken, image_size=(8, 8), batch_size=3, verify_files="none"
+    )
+    assert [batch[1].tolist() for batch in unchecked.as_numpy_iterator()] == [[0, 2]]
     with pytest.raises(tf.errors.InvalidArgumentError):
-        list(image_pipeline.image_dataset(broken, image_size=(8, 8), on_decode_error="raise"))
+        list(
+            image_pipeline.image_dataset(
+                broken, image_size=(8, 8), on_decode_error="raise", verify_files="none"
+            )
+        )
+    with pytest.raises(ValueError, match="cannot be used"):
+        image_pipeline.image_dataset(ImageSet(labels=[1], paths=[str(tmp_path / "bad.jpg")]))
     with pytest.raises(ValueError, match="empty"):
         image_pipeline.image_dataset(ImageSet(labels=np.zeros((0,), np.int64), paths=[]))
 

@@ -15,15 +15,24 @@ so an interrupted extraction never leaves a half cache that looks valid):
         split-<split_key[:16]>/
             features-00000.npy ...  float32 (rows, D) shards of ``shard_size`` rows
             labels.npy              the split's labels
-            manifest.json           count, dim, shards (rows, bytes), extraction throughput
+            manifest.json           count, dim, shards (rows, bytes, SHA-256), the labels'
+                                    SHA-256, extraction throughput
 
 Keys. The model key is the SHA-256 of: the backbone name, the preprocessing mode, the image
 size, the resize mode, the cache format version, and a digest of every variable of the
 extractor (names, shapes, dtypes and bytes, i.e. whichever weights were loaded: ImageNet, a
 local file or a random init) plus the SHA-256 of the weights file when one was given. The split
 key hashes the split's labels and either its in-memory image bytes or its file paths with each
-file's size and modification time. A cache is reused only when both keys match and the
-manifest's shard files are all present with their recorded sizes; otherwise it is rebuilt.
+file's size and modification time. A cache is reused only when both keys match and every
+shard file (and ``labels.npy``) is present with the size and SHA-256 recorded when it was
+written; otherwise it is rebuilt, with a warning naming the file that differs (bytes overwritten
+in a shard would otherwise silently change a finished run's results).
+
+Images that cannot be used: the image pipeline checks the split's files before extraction
+(``image_dataset(verify_files="decode")``, cached by content hash); an unusable file stops the
+extraction with an ``InputError`` naming it, never with TensorFlow's decoder error (the rows of
+the cache must match the split, so a file cannot just be skipped here: ``load_protocol``
+excludes such files from the splits in the first place).
 
 Example:
 
@@ -49,9 +58,10 @@ import tensorflow as tf
 from absl import logging
 
 from tf_bihalf.checksums import sha256_file
-from tf_bihalf.data.image_pipeline import image_dataset
+from tf_bihalf.data.image_pipeline import image_dataset, usable_files
+from tf_bihalf.errors import InputError
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 DEFAULT_SHARD_SIZE = 4096
 
 
@@ -205,43 +215,60 @@ class FeatureCache:
         if len(image_set) == 0:
             raise ValueError(f"Split {name!r} is empty.")
         directory = self.split_directory(image_set)
-        cached = self._read(directory, image_set)
+        cached, problem = self._read(directory, image_set)
         if cached is not None:
             logging.info("Feature cache hit: %s (%d x %d).", directory, *cached.features.shape)
             return cached
         if os.path.exists(directory):
-            logging.warning("Feature cache at %s is incomplete or damaged: rebuilding.", directory)
+            logging.warning(
+                "Feature cache at %s is damaged (%s): rebuilding it.", directory, problem
+            )
             shutil.rmtree(directory)
         logging.info("Feature cache miss: extracting %d images of %r.", len(image_set), name)
         self._build(name, directory, image_set, batch_size)
-        cached = self._read(directory, image_set)
+        cached, problem = self._read(directory, image_set)
         if cached is None:  # pragma: no cover - only if the disk changed under us
-            raise RuntimeError(f"The feature cache just written to {directory} does not read back.")
+            raise RuntimeError(
+                f"The feature cache just written to {directory} does not read back: {problem}."
+            )
         cached.hit = False
         return cached
 
-    def _read(self, directory: str, image_set) -> CachedSplit | None:
+    def _read(self, directory: str, image_set) -> tuple[CachedSplit | None, str]:
+        """The cached split, or None and why not (checksums, sizes, shapes, labels)."""
         manifest_path = os.path.join(directory, "manifest.json")
         if not os.path.exists(manifest_path):
-            return None
+            return None, "no manifest"
         try:
             with open(manifest_path) as handle:
                 manifest = json.load(handle)
             shards = []
-            for shard in manifest["shards"]:
-                path = os.path.join(directory, shard["file"])
-                if os.path.getsize(path) != shard["bytes"]:
-                    return None
-                shards.append(np.load(path, mmap_mode="r"))
+            files = [*manifest["shards"], manifest["labels"]]
+            for record in files:
+                path = os.path.join(directory, record["file"])
+                if os.path.getsize(path) != record["bytes"]:
+                    return (
+                        None,
+                        f"{record['file']} has {os.path.getsize(path)} bytes, not {record['bytes']}",
+                    )
+                if sha256_file(path) != record["sha256"]:
+                    return (
+                        None,
+                        f"{record['file']} does not have the SHA-256 recorded when it was written",
+                    )
+            for record in manifest["shards"]:
+                shards.append(np.load(os.path.join(directory, record["file"]), allow_pickle=False))
             features = np.concatenate(shards, axis=0) if shards else np.zeros((0, 0), "float32")
-            labels = np.load(os.path.join(directory, "labels.npy"))
-        except (OSError, KeyError, ValueError, json.JSONDecodeError):
-            return None
+            labels = np.load(
+                os.path.join(directory, manifest["labels"]["file"]), allow_pickle=False
+            )
+        except (OSError, KeyError, TypeError, ValueError, json.JSONDecodeError) as error:
+            return None, f"unreadable ({type(error).__name__}: {error})"
         if features.shape != (manifest["count"], manifest["dim"]) or len(labels) != len(image_set):
-            return None
+            return None, f"features {features.shape} do not match the manifest or the split"
         if features.shape[0] != len(image_set) or not np.array_equal(labels, image_set.labels):
-            return None
-        return CachedSplit(features, labels, directory, True, manifest["images_per_second"])
+            return None, "the labels differ from the split's"
+        return CachedSplit(features, labels, directory, True, manifest["images_per_second"]), ""
 
     def _build(self, name: str, directory: str, image_set, batch_size: int) -> None:
         os.makedirs(self.model_directory, exist_ok=True)
@@ -262,16 +289,10 @@ class FeatureCache:
                 block = np.concatenate(buffer, axis=0)
                 file = f"features-{len(shards):05d}.npy"
                 np.save(os.path.join(scratch, file), block)
-                shards.append(
-                    {
-                        "file": file,
-                        "rows": int(len(block)),
-                        "bytes": os.path.getsize(os.path.join(scratch, file)),
-                    }
-                )
+                shards.append({"rows": int(len(block)), **_file_record(scratch, file)})
                 buffer.clear()
 
-            for images, _ in dataset:
+            for images, _ in _named_decode_errors(dataset, image_set):
                 features = self._extract(images).numpy().astype(np.float32, copy=False)
                 features = features.reshape(len(features), -1)
                 dim = features.shape[1]
@@ -297,6 +318,7 @@ class FeatureCache:
                 "dim": int(dim),
                 "dtype": "float32",
                 "shards": shards,
+                "labels": _file_record(scratch, "labels.npy"),
                 "seconds": seconds,
                 "images_per_second": count / max(seconds, 1e-9),
             }
@@ -306,3 +328,25 @@ class FeatureCache:
         except BaseException:
             shutil.rmtree(scratch, ignore_errors=True)
             raise
+
+
+def _file_record(directory: str, file: str) -> dict:
+    path = os.path.join(directory, file)
+    return {"file": file, "bytes": os.path.getsize(path), "sha256": sha256_file(path)}
+
+
+def _named_decode_errors(dataset: tf.data.Dataset, image_set):
+    """Iterates ``dataset``; a decode error (a file changed after it was checked) becomes an
+    ``InputError`` naming the unusable files of ``image_set``."""
+    try:
+        yield from dataset
+    except tf.errors.InvalidArgumentError as error:
+        if image_set.paths is None:
+            raise
+        try:  # A fresh check (no cache) finds the file(s) that failed.
+            usable_files(
+                list(image_set.paths), np.asarray(image_set.labels), "decode", None, False, "raise"
+            )
+        except InputError as named:
+            raise named from None
+        raise InputError(f"Decoding an image of the split failed: {error.message}") from None

@@ -27,6 +27,8 @@ import io
 import os
 import stat
 
+from tf_bihalf.errors import InputError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 # Pillow format names of the files TensorFlow's decode_image reads (MPO: multi-picture JPEG).
 DECODABLE_FORMATS = ("JPEG", "MPO", "PNG", "BMP", "GIF")
@@ -44,7 +46,7 @@ REASONS = (
 )
 
 
-class ImageFileError(ValueError):
+class ImageFileError(InputError):
     """An image file that cannot be used; ``reason`` is one of ``REASONS``."""
 
     def __init__(self, path: str, reason: str, detail: str):

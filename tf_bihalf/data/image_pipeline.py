@@ -18,12 +18,15 @@ instead resizes the shorter side to the target and crops the centre (torchvision
 ``Resize(S)`` + ``CenterCrop(S)``). Values stay in [0, 255] (bilinear weights are
 non-negative; a clip guards the contract).
 
-Files that cannot be decoded: ``load_protocol`` checks the files up front (``verify=``) and
-leaves out the ones that fail, so the pipeline normally never meets one. With a cheaper check
-than ``verify="decode"`` a file can still fail to decode (e.g. a truncated JPEG whose header is
-fine); by default (``on_decode_error="skip"``) such an element is dropped with a logged warning
-instead of stopping the run (``tf.data`` ``ignore_errors(log_warning=True)``);
-``on_decode_error="raise"`` stops with TensorFlow's error instead.
+Files that cannot be used: ``load_protocol`` checks the files up front (``verify="decode"`` by
+default) and leaves out the ones that fail. The pipeline checks the files of its image set
+again before it decodes anything (``verify_files``, default ``"decode"``; the decode results are
+cached by content hash, so files ``load_protocol`` already checked cost one ``stat`` each):
+a missing, non-regular, oversized (``limits``: bytes, and pixels read from the header) or
+undecodable file is, by default (``on_decode_error="skip"``), left out with a logged warning
+naming it; with ``on_decode_error="raise"`` it is an ``InputError`` naming the files. A file
+that changes after the check and then fails to decode is dropped by ``tf.data``'s
+``ignore_errors`` (``"skip"``) or stops with TensorFlow's error (``"raise"``).
 
 Example:
 
@@ -38,6 +41,11 @@ from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
+
+from tf_bihalf.data.image_files import ImageLimits
+from tf_bihalf.data.protocols.file_checks import VERIFY_MODES, check_image_files
+from tf_bihalf.errors import InputError
 
 RESIZE_MODES = ("stretch", "center_crop")
 
@@ -88,11 +96,14 @@ def image_dataset(
     resize: str = "stretch",
     on_decode_error: str = "skip",
     shuffle_buffer_size: int | None = None,
+    verify_files: str = "decode",
+    limits: ImageLimits | None = None,
+    check_cache_dir: str | None | bool = None,
 ) -> tf.data.Dataset:
     """A batched ``tf.data.Dataset`` of ``(images, labels)`` for an ``ImageSet``.
 
     Args:
-        image_set: a ``tf_bihalf.data.image_protocols.ImageSet`` with ``paths`` (files, decoded
+        image_set: a ``tf_bihalf.data.ImageSet`` with ``paths`` (files, decoded
             in parallel) or ``images`` (uint8 (N, h, w, 3) arrays, resized in the graph).
         image_size: output (H, W).
         batch_size: images per batch.
@@ -101,9 +112,14 @@ def image_dataset(
         drop_remainder: drop the last, smaller batch (the cosine loss needs even batches).
         repeat: repeat forever (each pass reshuffled when ``shuffle``).
         resize: "stretch" (default) or "center_crop" (see the module docstring).
-        on_decode_error: "skip" (drop a file that fails to decode, with a warning) or "raise".
+        on_decode_error: "skip" (leave out an unusable file, with a warning naming it) or
+            "raise" (an ``InputError`` naming the unusable files).
         shuffle_buffer_size: default: the whole split (a uniform shuffle; only file names or
             uint8 arrays are buffered).
+        verify_files: the check applied to the files before decoding: "none", "exists",
+            "header" or "decode" (``tf_bihalf.data.protocols.file_checks``).
+        limits: pixel and file-size caps (default ``ImageLimits()``).
+        check_cache_dir: where decode checks are cached (None: the default; False: none).
 
     Returns:
         ``tf.data.Dataset`` of (float32 (B, H, W, 3) in [0, 255], labels (B,) or (B, C)).
@@ -116,6 +132,8 @@ def image_dataset(
         raise ValueError(f"resize must be one of {RESIZE_MODES}; got {resize!r}.")
     if on_decode_error not in ("skip", "raise"):
         raise ValueError(f"on_decode_error must be 'skip' or 'raise'; got {on_decode_error!r}.")
+    if verify_files not in VERIFY_MODES:
+        raise ValueError(f"verify_files must be one of {VERIFY_MODES}; got {verify_files!r}.")
     labels = np.asarray(image_set.labels)
     if len(labels) == 0:
         raise ValueError("The image set is empty.")
@@ -132,7 +150,11 @@ def image_dataset(
     if image_set.paths is not None:
         if len(image_set.paths) != len(labels):
             raise ValueError(f"{len(image_set.paths)} paths but {len(labels)} labels.")
-        dataset = order(tf.data.Dataset.from_tensor_slices((list(image_set.paths), labels)))
+        paths, labels = usable_files(
+            list(image_set.paths), labels, verify_files, limits, check_cache_dir, on_decode_error
+        )
+        buffer_size = shuffle_buffer_size or len(labels)
+        dataset = order(tf.data.Dataset.from_tensor_slices((paths, labels)))
         dataset = dataset.map(
             lambda path, label: (
                 resize_images(decode_image_file(path), image_size, resize),
@@ -158,3 +180,33 @@ def image_dataset(
     else:
         raise ValueError("The image set has neither paths nor images.")
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def usable_files(
+    paths: list[str],
+    labels: np.ndarray,
+    verify: str,
+    limits: ImageLimits | None,
+    cache_dir: str | None | bool,
+    on_error: str,
+) -> tuple[list[str], np.ndarray]:
+    """The paths and labels of the files that pass ``verify`` (see ``image_dataset``).
+
+    Raises:
+        InputError: with ``on_error="raise"``, when any file fails (the message names them);
+            always, when no file is left.
+    """
+    problems = check_image_files(paths, verify, limits, cache_dir=cache_dir)
+    if not problems:
+        return paths, labels
+    listed = [f"{paths[position]}: {problem.detail}" for position, problem in problems.items()]
+    message = f"{len(problems)} of {len(paths)} image files cannot be used: {listed[:5]}"
+    if on_error == "raise" or len(problems) == len(paths):
+        raise InputError(
+            message + ". Load the splits with load_protocol(verify='decode') (the default), "
+            "which excludes such files and lists them."
+        )
+    logging.warning("%s; they are left out.", message)
+    keep = np.ones(len(paths), dtype=bool)
+    keep[list(problems)] = False
+    return [path for path, kept in zip(paths, keep, strict=True) if kept], labels[keep]

@@ -23,6 +23,8 @@ import os
 
 import numpy as np
 
+from tf_bihalf.errors import InputError
+
 LABEL_FORMATS = ("auto", "multi_hot", "class_id")
 
 
@@ -94,9 +96,9 @@ def read_list_file(
         ValueError: a malformed line (the message names the file and the line number).
     """
     if label_format not in LABEL_FORMATS:
-        raise ValueError(f"label_format must be one of {LABEL_FORMATS}; got {label_format!r}.")
+        raise InputError(f"label_format must be one of {LABEL_FORMATS}; got {label_format!r}.")
     if num_labels is not None and int(num_labels) < 1:
-        raise ValueError(f"num_labels must be >= 1; got {num_labels}.")
+        raise InputError(f"num_labels must be >= 1; got {num_labels}.")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"List file {path!r} does not exist.")
     if image_root is None:
@@ -112,14 +114,14 @@ def read_list_file(
             if num_labels is not None:
                 tokens = text.rsplit(maxsplit=int(num_labels))
                 if len(tokens) != int(num_labels) + 1:
-                    raise ValueError(
+                    raise InputError(
                         f"{path}:{line_number}: expected a path and {num_labels} label values, "
                         f"got {len(tokens)} fields: {text!r}."
                     )
             else:
                 tokens = text.split()
                 if len(tokens) < 2:
-                    raise ValueError(
+                    raise InputError(
                         f"{path}:{line_number}: expected 'path label...' but the line has no "
                         f"label: {text!r}."
                     )
@@ -127,7 +129,7 @@ def read_list_file(
             raw_labels.append(tokens[1:])
             line_numbers.append(line_number)
     if not raw_paths:
-        raise ValueError(f"List file {path!r} has no entries.")
+        raise InputError(f"List file {path!r} has no entries.")
 
     widths = {len(labels) for labels in raw_labels}
     if label_format == "auto":
@@ -143,7 +145,7 @@ def _parse_labels(path, raw_labels, line_numbers, label_format) -> np.ndarray:
         values = np.empty(len(raw_labels), dtype=np.int64)
         for row, (tokens, line_number) in enumerate(zip(raw_labels, line_numbers, strict=True)):
             if len(tokens) != 1:
-                raise ValueError(
+                raise InputError(
                     f"{path}:{line_number}: class-id lists need exactly one label per line, "
                     f"got {len(tokens)} values (use a multi-hot list, or pass num_labels when "
                     "paths contain spaces)."
@@ -151,23 +153,23 @@ def _parse_labels(path, raw_labels, line_numbers, label_format) -> np.ndarray:
             try:
                 values[row] = int(tokens[0])
             except ValueError:
-                raise ValueError(
+                raise InputError(
                     f"{path}:{line_number}: label {tokens[0]!r} is not an integer."
                 ) from None
             if values[row] < 0:
-                raise ValueError(f"{path}:{line_number}: class id {values[row]} is negative.")
+                raise InputError(f"{path}:{line_number}: class id {values[row]} is negative.")
         return values
     values = np.empty((len(raw_labels), expected), dtype=np.uint8)
     for row, (tokens, line_number) in enumerate(zip(raw_labels, line_numbers, strict=True)):
         if len(tokens) != expected:
-            raise ValueError(
+            raise InputError(
                 f"{path}:{line_number}: expected {expected} label values (as on line "
                 f"{line_numbers[0]}), got {len(tokens)}. If paths contain spaces, pass "
                 "num_labels."
             )
         for column, token in enumerate(tokens):
             if token not in ("0", "1"):
-                raise ValueError(
+                raise InputError(
                     f"{path}:{line_number}: multi-hot label values must be 0 or 1, got "
                     f"{token!r} in column {column + 1}."
                 )
@@ -179,11 +181,11 @@ def format_list_lines(paths: list[str], labels: np.ndarray) -> list[str]:
     """Lines ``path l1 ... lC`` (multi-hot) or ``path class_id`` for the given entries."""
     labels = np.asarray(labels)
     if len(paths) != len(labels):
-        raise ValueError(f"{len(paths)} paths but {len(labels)} labels.")
+        raise InputError(f"{len(paths)} paths but {len(labels)} labels.")
     lines = []
     for item, label in zip(paths, labels, strict=True):
         if "\n" in item or "\r" in item:
-            raise ValueError(f"Image path {item!r} contains a line break.")
+            raise InputError(f"Image path {item!r} contains a line break.")
         if labels.ndim == 1:
             lines.append(f"{item} {int(label)}")
         else:

@@ -23,6 +23,7 @@ from absl import logging
 from tf_bihalf.data import image_files
 from tf_bihalf.data.protocols.file_checks import VERIFY_MODES, check_image_files
 from tf_bihalf.data.protocols.types import SPLIT_NAMES, ImageSet, ProtocolSplits
+from tf_bihalf.errors import InputError
 
 # The file-check options every file-based protocol accepts, with their defaults.
 FILE_OPTIONS = {
@@ -54,12 +55,12 @@ def assemble_file_splits(
 ) -> ProtocolSplits:
     """Checks the files of the split images, removes the failures, assembles the result."""
     if options["on_missing"] not in ("report", "raise"):
-        raise ValueError(f"on_missing must be 'report' or 'raise'; got {options['on_missing']!r}.")
+        raise InputError(f"on_missing must be 'report' or 'raise'; got {options['on_missing']!r}.")
     if options["verify"] not in VERIFY_MODES:
-        raise ValueError(f"verify must be one of {VERIFY_MODES}; got {options['verify']!r}.")
+        raise InputError(f"verify must be one of {VERIFY_MODES}; got {options['verify']!r}.")
     fraction = float(options["max_excluded_fraction"])
     if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"max_excluded_fraction must be in [0, 1]; got {fraction}.")
+        raise InputError(f"max_excluded_fraction must be in [0, 1]; got {fraction}.")
     limits = image_files.ImageLimits(int(options["max_pixels"]), int(options["max_file_bytes"]))
     used = np.unique(np.concatenate(list(index_splits.values())))
     problems = check_image_files(
@@ -103,7 +104,7 @@ def assemble_file_splits(
         logging.warning(message)
     for name in SPLIT_NAMES:
         if report["counts_before_exclusion"][name] and not report["counts"][name]:
-            raise ValueError(
+            raise InputError(
                 f"{dataset}: every one of the {report['counts_before_exclusion'][name]} images "
                 f"of the {name!r} split is unusable (e.g. {report['unusable_examples'][:3]}); "
                 "fix or replace the files."

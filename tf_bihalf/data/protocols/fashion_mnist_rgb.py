@@ -22,6 +22,7 @@ from absl import logging
 from tf_bihalf.data.protocols.assemble import add_warnings
 from tf_bihalf.data.protocols.registry import check_protocol, register, take_options
 from tf_bihalf.data.protocols.types import ImageSet, ProtocolSplits
+from tf_bihalf.errors import InputError
 
 NUM_CLASSES = 10
 
@@ -31,7 +32,7 @@ def _per_class(labels, count: int, offset: int, rng, where: str) -> list[np.ndar
     for label in range(NUM_CLASSES):
         members = np.flatnonzero(labels == label)
         if len(members) < count:
-            raise ValueError(
+            raise InputError(
                 f"Class {label} has {len(members)} {where} images, fewer than the protocol "
                 f"needs ({count})."
             )
@@ -52,10 +53,10 @@ def load_fashion_mnist_rgb(name, data_dir, protocol, seed, options) -> ProtocolS
     )
     for key in ("num_query_per_class", "num_database_per_class"):
         if int(options[key]) < 1:
-            raise ValueError(f"{key} must be >= 1; got {options[key]}.")
+            raise InputError(f"{key} must be >= 1; got {options[key]}.")
     num_train = options["num_train_per_class"]
     if num_train is not None and not 1 <= int(num_train) <= int(options["num_database_per_class"]):
-        raise ValueError(
+        raise InputError(
             f"num_train_per_class must be in [1, num_database_per_class="
             f"{options['num_database_per_class']}]; got {num_train}."
         )

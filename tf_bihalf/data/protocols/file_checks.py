@@ -32,6 +32,7 @@ import typing
 from absl import logging
 
 from tf_bihalf.data import image_files
+from tf_bihalf.errors import InputError
 
 VERIFY_MODES = ("none", "exists", "header", "decode")
 CACHE_VERSION = 1
@@ -134,7 +135,7 @@ def check_image_files(
     than 20,000 files.
     """
     if verify not in VERIFY_MODES:
-        raise ValueError(f"verify must be one of {VERIFY_MODES}; got {verify!r}.")
+        raise InputError(f"verify must be one of {VERIFY_MODES}; got {verify!r}.")
     if verify == "none" or not paths:
         return {}
     limits = limits or image_files.ImageLimits()

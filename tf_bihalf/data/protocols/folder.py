@@ -20,6 +20,7 @@ from tf_bihalf.data.protocols.assemble import FILE_OPTIONS, assemble_file_splits
 from tf_bihalf.data.protocols.registry import check_protocol, register, take_options
 from tf_bihalf.data.protocols.split_rules import class_id_split
 from tf_bihalf.data.protocols.types import ProtocolSplits
+from tf_bihalf.errors import InputError
 
 
 @register("folder:")
@@ -37,7 +38,7 @@ def load_folder(directory, data_dir, protocol, seed, options) -> ProtocolSplits:
         "folder",
     )
     if not directory:
-        raise ValueError("folder dataset needs a directory: 'folder:<dir>'.")
+        raise InputError("folder dataset needs a directory: 'folder:<dir>'.")
     if data_dir is not None and not os.path.isabs(directory):
         directory = os.path.join(data_dir, directory)
     directory = os.path.normpath(os.path.expanduser(directory))
@@ -49,7 +50,7 @@ def load_folder(directory, data_dir, protocol, seed, options) -> ProtocolSplits:
         if not entry.startswith(".") and os.path.isdir(os.path.join(directory, entry))
     )
     if not class_names:
-        raise ValueError(f"{directory!r} has no class sub-folders (one folder per label).")
+        raise InputError(f"{directory!r} has no class sub-folders (one folder per label).")
     paths: list[str] = []
     labels: list[int] = []
     ignored = 0
@@ -66,7 +67,7 @@ def load_folder(directory, data_dir, protocol, seed, options) -> ProtocolSplits:
                     ignored += 1
         found.sort()
         if not found:
-            raise ValueError(f"Class folder {os.path.join(directory, name)!r} has no images.")
+            raise InputError(f"Class folder {os.path.join(directory, name)!r} has no images.")
         paths.extend(found)
         labels.extend([label] * len(found))
     labels_array = np.asarray(labels, dtype=np.int64)

@@ -20,6 +20,7 @@ from tf_bihalf.data.protocols.assemble import FILE_OPTIONS, assemble_file_splits
 from tf_bihalf.data.protocols.registry import check_protocol, register, take_options
 from tf_bihalf.data.protocols.split_rules import class_id_split, random_split
 from tf_bihalf.data.protocols.types import ProtocolSplits
+from tf_bihalf.errors import InputError
 
 
 @register("list:")
@@ -43,7 +44,7 @@ def load_list(list_path, data_dir, protocol, seed, options) -> ProtocolSplits:
         "list",
     )
     if not list_path:
-        raise ValueError("list dataset needs a file: 'list:<file>'.")
+        raise InputError("list dataset needs a file: 'list:<file>'.")
     if data_dir is not None and not os.path.isabs(list_path):
         list_path = os.path.join(data_dir, list_path)
     list_path = os.path.normpath(os.path.expanduser(list_path))

@@ -41,6 +41,7 @@ from tf_bihalf.data.protocols.split_rules import (
 )
 from tf_bihalf.data.protocols.types import ProtocolSplits
 from tf_bihalf.data.tfds_builders import manual_layouts
+from tf_bihalf.errors import InputError
 
 
 def _manual_root(name: str, data_dir: str | None) -> str:
@@ -103,7 +104,7 @@ def load_collection(dataset, data_dir, protocol, seed, options) -> ProtocolSplit
             )
     else:
         if options["unlabeled"] not in ("keep", "drop"):
-            raise ValueError(f"unlabeled must be 'keep' or 'drop'; got {options['unlabeled']!r}.")
+            raise InputError(f"unlabeled must be 'keep' or 'drop'; got {options['unlabeled']!r}.")
         unlabeled = ~labels.any(axis=1)
         report["unlabeled"] = int(unlabeled.sum())
         report["unlabeled_policy"] = options["unlabeled"]
@@ -137,10 +138,10 @@ def _select_concepts(labels, class_names, options) -> np.ndarray:
     for concept in options["concepts"]:
         if isinstance(concept, str):
             if not class_names or concept not in class_names:
-                raise ValueError(f"Unknown concept {concept!r}; known: {class_names}.")
+                raise InputError(f"Unknown concept {concept!r}; known: {class_names}.")
             columns.append(class_names.index(concept))
         else:
             if not 0 <= int(concept) < labels.shape[1]:
-                raise ValueError(f"Concept column {concept} out of range [0, {labels.shape[1]}).")
+                raise InputError(f"Concept column {concept} out of range [0, {labels.shape[1]}).")
             columns.append(int(concept))
     return np.sort(np.unique(columns))

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tf_bihalf.data.protocols.types import ProtocolSplits
+from tf_bihalf.errors import InputError
 
 Loader = Callable[[str, "str | None", "str | None", int, dict], ProtocolSplits]
 
@@ -72,7 +73,7 @@ def load_protocol(
         FileNotFoundError: the data is not where it should be.
     """
     if not isinstance(dataset, str) or not dataset:
-        raise ValueError(f"dataset must be a non-empty string; got {dataset!r}.")
+        raise InputError(f"dataset must be a non-empty string; got {dataset!r}.")
     seed = int(seed)
     if dataset in _LOADERS and not dataset.endswith(":"):
         return _LOADERS[dataset](dataset, data_dir, protocol, seed, options)
@@ -86,7 +87,7 @@ def take_options(options: dict, defaults: dict, dataset: str) -> dict:
     """``defaults`` updated by ``options``; an option not in ``defaults`` is a ValueError."""
     unknown = sorted(set(options) - set(defaults))
     if unknown:
-        raise ValueError(
+        raise InputError(
             f"Unknown option(s) {unknown} for dataset {dataset!r}; accepted: {sorted(defaults)}."
         )
     return {**defaults, **options}
@@ -96,5 +97,5 @@ def check_protocol(dataset: str, protocol: str | None, accepted: tuple[str, ...]
     """``protocol`` (default: the first accepted one) if accepted, else a ValueError."""
     protocol = accepted[0] if protocol is None else str(protocol)
     if protocol not in accepted:
-        raise ValueError(f"Dataset {dataset!r} has protocols {accepted}; got {protocol!r}.")
+        raise InputError(f"Dataset {dataset!r} has protocols {accepted}; got {protocol!r}.")
     return protocol

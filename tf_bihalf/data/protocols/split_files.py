@@ -19,6 +19,7 @@ from absl import logging
 from tf_bihalf.checksums import sha256_file
 from tf_bihalf.data import list_files
 from tf_bihalf.data.protocols.types import SPLIT_NAMES, ProtocolSplits
+from tf_bihalf.errors import InputError
 
 MANIFEST_NAME = "splits.json"
 MANIFEST_VERSION = 1
@@ -50,7 +51,7 @@ def render_split_files(splits: ProtocolSplits) -> dict[str, bytes]:
         elif image_set.indices is not None:
             items = [str(int(index)) for index in image_set.indices]
         else:
-            raise ValueError(f"Split {name!r} has neither paths nor indices to write.")
+            raise InputError(f"Split {name!r} has neither paths nor indices to write.")
         lines = list_files.format_list_lines(items, image_set.labels)
         files[f"{name}.txt"] = "".join(line + "\n" for line in lines).encode("utf-8")
     excluded_lines = [
@@ -145,7 +146,7 @@ def verify_splits(directory: str, splits: ProtocolSplits | None = None) -> dict:
         try:
             manifest = json.load(handle)
         except json.JSONDecodeError as error:
-            raise ValueError(
+            raise InputError(
                 f"Split manifest {manifest_path!r} is not valid JSON: {error}."
             ) from None
     for name, record in manifest.get("files", {}).items():
@@ -154,7 +155,7 @@ def verify_splits(directory: str, splits: ProtocolSplits | None = None) -> dict:
             raise FileNotFoundError(f"Split file {path!r} named in {manifest_path!r} is missing.")
         actual = sha256_file(path)
         if actual != record["sha256"]:
-            raise ValueError(
+            raise InputError(
                 f"Checksum mismatch for split file {path!r}: the manifest records SHA-256 "
                 f"{record['sha256']} but the file has {actual}. The split files were modified "
                 "after they were written; restore them or start a new run directory."
@@ -162,14 +163,14 @@ def verify_splits(directory: str, splits: ProtocolSplits | None = None) -> dict:
     if splits is not None:
         for key in ("dataset", "protocol", "seed"):
             if manifest.get(key) != getattr(splits, key):
-                raise ValueError(
+                raise InputError(
                     f"Saved splits in {directory!r} are for {key}={manifest.get(key)!r}, not "
                     f"{getattr(splits, key)!r}."
                 )
         for name, data in render_split_files(splits).items():
             expected = manifest["files"].get(name, {}).get("sha256")
             if hashlib.sha256(data).hexdigest() != expected:
-                raise ValueError(
+                raise InputError(
                     f"The {name!r} split computed now differs from the one saved in "
                     f"{directory!r} (did the data or its missing images change?). Restore the "
                     "data or start a new run directory."

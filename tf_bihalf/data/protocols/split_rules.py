@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+from tf_bihalf.errors import InputError
+
 
 def per_class_split(
     class_ids: np.ndarray,
@@ -43,14 +45,14 @@ def per_class_split(
         )
         needed = wanted + (num_database_per_class or 0)
         if len(members) < needed or (num_database_per_class is None and len(members) <= wanted):
-            raise ValueError(
+            raise InputError(
                 f"Class {label} has {len(members)} images, fewer than the protocol needs "
                 f"({wanted} queries + {num_database_per_class or 'at least 1'} database)."
             )
         end = None if num_database_per_class is None else wanted + num_database_per_class
         class_database = members[wanted:end]
         if num_train_per_class is not None and len(class_database) < num_train_per_class:
-            raise ValueError(
+            raise InputError(
                 f"Class {label} has {len(class_database)} database images, fewer than "
                 f"num_train_per_class={num_train_per_class}."
             )
@@ -77,12 +79,12 @@ def random_split(
         (query, database, train) sorted int64 index arrays.
     """
     if not 0 < num_query < num_items:
-        raise ValueError(
+        raise InputError(
             f"The protocol needs {num_query} queries and a non-empty database but the dataset "
             f"has {num_items} images."
         )
     if num_train is not None and num_train > num_items - num_query:
-        raise ValueError(
+        raise InputError(
             f"The protocol needs {num_train} training images from a database of "
             f"{num_items - num_query}."
         )
@@ -110,7 +112,7 @@ def per_label_query_split(
     for column in range(labels.shape[1]):
         candidates = perm[(labels[perm, column] > 0) & ~taken[perm]]
         if len(candidates) < num_query_per_class:
-            raise ValueError(
+            raise InputError(
                 f"Label column {column} has only {len(candidates)} images left for "
                 f"{num_query_per_class} queries."
             )
@@ -125,7 +127,7 @@ def most_frequent_columns(labels: np.ndarray, count: int) -> np.ndarray:
     returned in ascending column order."""
     labels = np.asarray(labels)
     if count > labels.shape[1]:
-        raise ValueError(f"Cannot select {count} concepts from {labels.shape[1]} label columns.")
+        raise InputError(f"Cannot select {count} concepts from {labels.shape[1]} label columns.")
     frequency = labels.astype(np.int64).sum(axis=0)
     order = np.lexsort((np.arange(labels.shape[1]), -frequency))
     return np.sort(order[:count])
@@ -147,11 +149,11 @@ def class_id_split(
     if options["num_query_per_class"] is not None:
         num_query = int(options["num_query_per_class"])
         if num_query < 1:
-            raise ValueError(f"num_query_per_class must be >= 1; got {num_query}.")
+            raise InputError(f"num_query_per_class must be >= 1; got {num_query}.")
     else:
         fraction = float(options["query_fraction"])
         if not 0.0 < fraction < 1.0:
-            raise ValueError(f"query_fraction must be in (0, 1); got {fraction}.")
+            raise InputError(f"query_fraction must be in (0, 1); got {fraction}.")
         num_query = [0 if count < 2 else max(1, math.floor(fraction * count)) for count in counts]
         report["classes_without_query"] = [
             label for label, wanted in enumerate(num_query) if wanted == 0
