@@ -23,12 +23,7 @@ def resolve(*arguments):
     flag_values = flags.FlagValues()
     image_trainer.define_flags(flag_values)
     flag_values(["trainers.image", *arguments])
-    return common.resolve_config(
-        flag_values,
-        None,
-        image_trainer.task_overrides(flag_values),
-        image_trainer.CUSTOM_DATASET_CONFIG,
-    )
+    return common.resolve_for(image_trainer, flag_values)
 
 
 def train(config, workdir):

@@ -17,16 +17,23 @@ command resumes) receives ``config.json``, ``checkpoints/``, ``tensorboard/``, a
 
 from __future__ import annotations
 
+import sys
+
 from absl import flags
 
 from trainers import common
+
+# configs/<name>.py when neither --config nor --dataset names one; users' folder:/list:
+# collections use CUSTOM_DATASET_CONFIG's settings.
+DEFAULT_CONFIG = "autoencoder"
+CUSTOM_DATASET_CONFIG = None
 
 DATASETS = ["mnist", "fashion_mnist", "digits"]
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     """The common flags plus this trainer's (called from ``__main__`` only)."""
-    common.define_common_flags("autoencoder", flag_values)
+    common.define_common_flags(DEFAULT_CONFIG, flag_values)
     define = {"flag_values": flag_values}
     flags.DEFINE_integer("train_examples", None, "Use only the first N training images.", **define)
     flags.DEFINE_integer("test_examples", None, "Use only the first N test images.", **define)
@@ -38,7 +45,7 @@ def task_overrides(values: flags.FlagValues) -> dict:
     return {"train_examples": values.train_examples, "test_examples": values.test_examples}
 
 
-main = common.main_for("autoencoder", task_overrides)
+main = common.main_for(sys.modules[__name__])
 
 if __name__ == "__main__":
     define_flags()

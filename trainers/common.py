@@ -8,7 +8,8 @@ config's values; the resolved config is written to ``RUN/config.json``.
 - ``load_config(name, smoke)``: ``configs/<name>.py``'s ``get_config(smoke=...)``.
 - ``apply_overrides(config, {"optimizer.learning_rate": 0.01, "bits": None, ...})``: dotted keys;
   ``None`` means "flag not given"; unknown keys are errors.
-- ``resolve_config(flag_values, default_config, task_overrides)``: the config the run uses.
+- ``resolve_config(flag_values, default_config, task_overrides)``: the config the run uses;
+  ``resolve_for(trainer_module, flag_values)`` with a trainer's own defaults.
 - ``default_workdir(config, smoke)``: ``runs/<config>_<dataset>_<layer>_<K>bits[_seedS][_smoke]``,
   deterministic, so re-running the same command resumes the same run.
 - ``run(main)``: ``absl.app.run`` that reports user errors (``tf_bihalf.errors.InputError``,
@@ -256,17 +257,24 @@ def train(config: dict, flag_values: flags.FlagValues) -> dict:
     return train_and_evaluate(task, config, workdir, progress=flag_values.progress)
 
 
-def main_for(default_config: str | None, task_overrides, custom_config: str | None = None):
-    """An ``absl`` main: resolve the config (``task_overrides(FLAGS)`` gives the task's dotted
-    overrides), train, print the summary line."""
+def resolve_for(trainer, flag_values: flags.FlagValues = flags.FLAGS) -> dict:
+    """The config a trainer module resolves for ``flag_values``: its ``DEFAULT_CONFIG``,
+    ``CUSTOM_DATASET_CONFIG`` and ``task_overrides(flag_values)``."""
+    return resolve_config(
+        flag_values,
+        trainer.DEFAULT_CONFIG,
+        trainer.task_overrides(flag_values),
+        trainer.CUSTOM_DATASET_CONFIG,
+    )
+
+
+def main_for(trainer):
+    """The ``absl`` main of a trainer module: resolve the config, train, print the summary."""
 
     def main(argv):
         if len(argv) > 1:
             raise InputError(f"Unexpected arguments: {' '.join(argv[1:])} (flags start with --).")
-        config = resolve_config(
-            flags.FLAGS, default_config, task_overrides(flags.FLAGS), custom_config
-        )
-        results = train(config, flags.FLAGS)
+        results = train(resolve_for(trainer, flags.FLAGS), flags.FLAGS)
         sys.stdout.write(results["summary"] + "\n")
         return 0
 

@@ -15,16 +15,21 @@ docs/training.md. ``RUN/encoder.keras`` is the whole model: raw RGB [0, 255] -> 
 
 from __future__ import annotations
 
+import sys
+
 from absl import flags
 
 from trainers import common
 
+# configs/<name>.py when neither --config nor --dataset names one; users' folder:/list:
+# collections use CUSTOM_DATASET_CONFIG's settings.
+DEFAULT_CONFIG = None
 CUSTOM_DATASET_CONFIG = "flickr25k"
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     """The common flags plus this trainer's (called from ``__main__`` only)."""
-    common.define_common_flags(None, flag_values)
+    common.define_common_flags(DEFAULT_CONFIG, flag_values)
     define = {"flag_values": flag_values}
     flags.DEFINE_string(
         "protocol", None, "The dataset's protocol: I | II (cifar10, nus_wide).", **define
@@ -55,7 +60,7 @@ def task_overrides(values: flags.FlagValues) -> dict:
     }
 
 
-main = common.main_for(None, task_overrides, custom_config=CUSTOM_DATASET_CONFIG)
+main = common.main_for(sys.modules[__name__])
 
 if __name__ == "__main__":
     define_flags()
