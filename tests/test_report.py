@@ -220,6 +220,7 @@ def test_published_value_beside_a_paper_setting_only(tmp_path):
     by_layer = {(cell["hash_layer"], cell["bits"]): cell for cell in report["cells"]}
     assert by_layer[("bihalf", 64)]["published"]["map_percent"] == 59.5
     assert by_layer[("bihalf", 64)]["published"]["method"] == "Ours"
+    assert by_layer[("bihalf", 64)]["published"]["difference_percent"] == pytest.approx(-0.5)
     assert "Table 1" in by_layer[("bihalf", 64)]["published"]["source"]
     assert by_layer[("sign", 64)]["published"]["map_percent"] == 50.1
     assert by_layer[("signreg", 64)]["published"] is None

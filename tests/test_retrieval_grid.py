@@ -112,6 +112,7 @@ def test_multi_hot_relevance_and_image_forms(tmp_path):
         rng.random((4, 8, 8)),  # Float grayscale in [0, 1].
         rng.normal(size=(4, 8, 8, 1)),  # Standardised: min-max scaled per image.
         rng.integers(0, 256, size=(4, 8, 8, 3), dtype=np.uint8),  # RGB uint8.
+        rng.random((4, 5, 8, 8, 3)),  # Video clips: the middle frame is shown.
     ):
         image = grid.write_retrieval_grid(
             str(tmp_path / "g.png"), images, labels, images, labels, codes, codes, top=3

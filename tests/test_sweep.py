@@ -262,3 +262,40 @@ def test_command_line_exit_status_summary_and_extra_flags(tmp_path, fake_trainer
     bad = _sweep_command("--config=autoencoder", "--hash_layer=bihalf", "--bits=16,x")
     assert bad.returncode == 2
     assert "--bits must be comma-separated integers" in bad.stderr
+
+
+def test_every_config_names_a_trainer_that_accepts_the_sweep_flags(tmp_path):
+    """The sweep's commands against the real trainers: every config's task has a trainer module,
+    and that trainer's flags parse a cell's command (one process per trainer: absl flags are
+    global)."""
+    import importlib.util
+
+    from trainers import common
+
+    by_module: dict[str, list[list[str]]] = {}
+    for config in common.available_configs():
+        (cell,) = sweep.expand_grid([config], ["bihalf"], [16], [1], str(tmp_path), ["--smoke"])
+        assert importlib.util.find_spec(cell.module) is not None, (config, cell.module)
+        by_module.setdefault(cell.module, []).append(cell.command("python")[3:])
+    assert "trainers.autoencoder" in by_module
+    for module, argument_lists in by_module.items():
+        script = (
+            "import json, sys\n"
+            "from absl import flags\n"
+            f"import {module} as trainer\n"
+            "trainer.define_flags()\n"
+            "for args in json.loads(sys.argv[1]):\n"
+            "    flags.FLAGS.unparse_flags()\n"
+            "    flags.FLAGS(['prog', *args])\n"
+            "    assert flags.FLAGS.seed == 1 and flags.FLAGS.bits == 16, args\n"
+            "print('parsed', len(json.loads(sys.argv[1])))\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", script, json.dumps(argument_lists)],
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert result.returncode == 0, f"{module}: {result.stderr[-2000:]}"
+        assert f"parsed {len(argument_lists)}" in result.stdout

@@ -134,6 +134,10 @@ class Cell:
             if self.published is None
             else {
                 "map_percent": self.published.value,
+                # Measured mean minus the paper's value, in mAP points (%).
+                "difference_percent": 100 * self.metrics["map"].mean - self.published.value
+                if "map" in self.metrics
+                else None,
                 "method": self.published.method,
                 "source": self.published.table.source,
                 "table": self.published.table.label,

@@ -14,8 +14,9 @@
 
 Images may be uint8 (0..255) or float; float images within [0, 1] are shown as they are, other
 float images are min-max scaled per image (so standardised or [-1, 1] inputs still display).
-Shapes: (N, H, W) or (N, H, W, 1) grayscale, (N, H, W, 3) colour, or flat vectors (N, D) with
-``image_shape=(H, W)`` or ``(H, W, C)`` (e.g. MNIST's 784 values with ``(28, 28)``).
+Shapes: (N, H, W) or (N, H, W, 1) grayscale, (N, H, W, 3) colour, flat vectors (N, D) with
+``image_shape=(H, W)`` or ``(H, W, C)`` (e.g. MNIST's 784 values with ``(28, 28)``), or video
+clips (N, T, H, W, C), shown by their middle frame.
 
 Example:
 
@@ -144,6 +145,8 @@ def retrieval_examples(
 def _display_images(images, image_shape: Sequence[int] | None, name: str) -> np.ndarray:
     """Images in any accepted form -> float32 (N, H, W, 3) in [0, 1]."""
     images = np.asarray(images)
+    if images.ndim == 5:  # Video clips (N, T, H, W, C): the middle frame stands for the clip.
+        images = images[:, images.shape[1] // 2]
     if images.ndim == 2:
         if image_shape is None:
             raise ValueError(
