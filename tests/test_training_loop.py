@@ -1,0 +1,156 @@
+"""The one training loop's guarantees: locked run directories, config-bound and crash-safe
+checkpoints, readable output. Runs the autoencoder task on scikit-learn's 8x8 digits."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tf_bihalf.errors import InputError
+from tf_bihalf.tasks.autoencoder import AutoencoderTask
+from tf_bihalf.training import workdir as workdir_lib
+from tf_bihalf.training.checkpoint import TrainingCheckpoint
+from tf_bihalf.training.loop import train_and_evaluate
+from tf_bihalf.training.record import RunRecord, config_sha256
+from trainers import common
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(**changes):
+    config = common.load_config("autoencoder", smoke=True)
+    config.update(dataset="digits", epochs=2, batch_size=240, bits=8, hidden=16)
+    config["schedule"]["milestones"] = [1]
+    config["monitor"]["sample_size"] = 100
+    config["evaluation"]["every_n_epochs"] = 0
+    config.update(changes)
+    return common.finalize_config(config)
+
+
+def train(config, path, **options):
+    return train_and_evaluate(AutoencoderTask(config), config, path, progress=False, **options)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("loop") / "run")
+    return path, train(tiny_config(), path)
+
+
+def test_a_second_trainer_on_the_same_directory_is_refused(tmp_path):
+    path = str(tmp_path / "run")
+    config = tiny_config()
+    run = workdir_lib.prepare_workdir(path, config)
+    run.lock()
+    try:
+        # Another process (here: another open of the lock file) cannot take it.
+        script = (
+            "import sys; from tf_bihalf.training import workdir\n"
+            "run = workdir.Workdir(path=sys.argv[1], resuming=False)\n"
+            "try:\n    run.lock()\nexcept ValueError as error:\n    print('refused:', error)\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", script, path], capture_output=True, text=True, cwd=ROOT
+        )
+        assert "refused:" in result.stdout and f"process {os.getpid()}" in result.stdout
+        assert "another --workdir" in result.stdout
+    finally:
+        run.unlock()
+    train(config, path)  # free again once the first one is done
+
+
+def test_checkpoints_are_bound_to_the_config(finished, tmp_path):
+    path, _ = finished
+    # A directory with checkpoints but without config.json cannot be resumed by anyone.
+    stripped = str(tmp_path / "stripped")
+    os.makedirs(os.path.join(stripped, "checkpoints"))
+    for name in os.listdir(os.path.join(path, "checkpoints")):
+        with open(os.path.join(path, "checkpoints", name), "rb") as source:
+            data = source.read()
+        with open(os.path.join(stripped, "checkpoints", name), "wb") as target:
+            target.write(data)
+    with pytest.raises(InputError, match="holds checkpoints but no config.json"):
+        train(tiny_config(hash_layer="sign"), stripped)
+    # Writing another config.json by hand does not help: the checkpoint knows its config.
+    other = tiny_config()
+    other["hash_layer_kwargs"] = {"gamma": 2.0}
+    workdir_lib.write_json(os.path.join(stripped, "config.json"), other)
+    with pytest.raises(InputError, match="written by a run with another config"):
+        train(other, stripped)
+
+
+def test_truncated_newest_checkpoint_falls_back_to_the_older_one(finished, tmp_path):
+    path, reference = finished
+    copy = str(tmp_path / "copy")
+    os.makedirs(os.path.join(copy, "checkpoints"))
+    workdir_lib.write_json(os.path.join(copy, "config.json"), reference["config"])
+    for name in ("epoch-0001.npz", "epoch-0002.npz"):
+        with open(os.path.join(path, "checkpoints", name), "rb") as source:
+            data = source.read()
+        if name == "epoch-0002.npz":
+            data = data[: len(data) // 2]  # a truncated copy
+        with open(os.path.join(copy, "checkpoints", name), "wb") as target:
+            target.write(data)
+    stale = os.path.join(copy, "checkpoints", "tmpabc.tmp")
+    open(stale, "w").close()
+    resumed = train(tiny_config(), copy)
+    assert not os.path.exists(stale)  # temporaries of killed writes are removed at start
+    assert resumed["training"]["resumed_from_epoch"] == 1
+    # Epoch 2 retrained from the intact epoch-1 state: the same result as the clean run.
+    np.testing.assert_allclose(
+        resumed["training"]["final_loss"], reference["training"]["final_loss"], rtol=1e-6
+    )
+    assert resumed["metrics"]["map"] == reference["metrics"]["map"]
+
+
+def test_checkpoint_restore_unit_cases(finished, tmp_path):
+    path, reference = finished
+    directory = str(tmp_path / "checkpoints")
+    os.makedirs(directory)
+    with open(os.path.join(directory, "epoch-0003.npz"), "wb") as file:
+        file.write(b"not a zip file")
+    config = tiny_config()
+    task = AutoencoderTask(config)
+    task.prepare(None)
+    models = task.build_models()
+    models.train_model.compile(optimizer="adam", loss=models.loss)
+    checkpoint = TrainingCheckpoint(
+        directory, models.train_model, models.train_model.optimizer, config_sha256="x"
+    )
+    assert checkpoint.restore() == 0  # nothing intact: start over (with a warning)
+
+
+def test_run_record_round_trip_and_errors(finished, tmp_path):
+    path, results = finished
+    record = RunRecord.read(path)
+    assert record.to_dict() == results["record"]
+    stored_config = json.load(open(os.path.join(path, "config.json")))
+    assert record.config_sha256 == config_sha256(stored_config)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "run.json").write_text("{not json")
+    with pytest.raises(InputError, match="not valid JSON"):
+        RunRecord.read(str(broken))
+    (broken / "run.json").write_text(json.dumps({**results["record"], "bits": 0}))
+    with pytest.raises(InputError, match="bits must be a positive integer"):
+        RunRecord.read(str(broken))
+
+
+def test_log_output_is_one_line_per_epoch_without_escape_codes(tmp_path):
+    """Redirected output (a file or pipe) gets one line per epoch, no progress-bar escapes,
+    and none of the warnings Keras would print for the loop's own data."""
+    command = [sys.executable, "-m", "trainers.autoencoder", "--smoke", "--dataset=digits"]
+    command += [f"--workdir={tmp_path / 'run'}", "--bits=8", "--epochs=3"]
+    environment = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "\x1b" not in output and "\r" not in output and "\x08" not in output
+    assert len([line for line in output.splitlines() if "/step - loss:" in line]) == 3
+    for noise in ("shuffle=True", "structure of `inputs`", "cuInit", "absl::InitializeLog"):
+        assert noise not in output, noise
