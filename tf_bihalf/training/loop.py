@@ -151,6 +151,28 @@ def _callbacks(run, config, models, data, checkpoint, schedule_callbacks, progre
     return [*callbacks, *extra, timer, checkpoint.callback()]
 
 
+def _fit(
+    models: TaskModels,
+    data: TaskData,
+    distribution: tf.distribute.Strategy,
+    config: dict,
+    initial_epoch: int,
+    callbacks: list,
+    progress: bool,
+) -> list[float]:
+    """Trains epochs ``initial_epoch .. epochs - 1``; returns each epoch's mean loss."""
+    history = models.train_model.fit(
+        data.train(initial_epoch),
+        epochs=config["epochs"],
+        initial_epoch=initial_epoch,
+        steps_per_epoch=data.steps_per_epoch,
+        callbacks=callbacks,
+        verbose=1 if progress else 2,
+        shuffle=False,  # the task's pipeline shuffles, per epoch and resumably
+    )
+    return [float(value) for value in history.history["loss"]]
+
+
 def evaluate(models: TaskModels, data: TaskData, config: dict, progress: bool) -> dict:
     """Encodes the query set and the database with the final model; every metric of
     ``config["evaluation"]`` (``tf_bihalf.training.evaluation.evaluate_retrieval``)."""
@@ -234,16 +256,9 @@ def _train_and_evaluate(task, config, run: Workdir, progress, extra_callbacks, s
             timer,
             list(extra_callbacks),
         )
-        history = models.train_model.fit(
-            data.train(initial_epoch),
-            epochs=config["epochs"],
-            initial_epoch=initial_epoch,
-            steps_per_epoch=data.steps_per_epoch,
-            callbacks=callbacks,
-            verbose=1 if progress else 2,
-            shuffle=False,  # the task's pipeline shuffles, per epoch and resumably
+        losses = _fit(
+            models, data, distribution, config, initial_epoch, callbacks, progress=progress
         )
-        losses = [float(value) for value in history.history["loss"]]
     else:
         logging.info("All %d epochs were already trained; evaluating.", config["epochs"])
 
