@@ -160,7 +160,28 @@ def _fit(
     callbacks: list,
     progress: bool,
 ) -> list[float]:
-    """Trains epochs ``initial_epoch .. epochs - 1``; returns each epoch's mean loss."""
+    """Trains epochs ``initial_epoch .. epochs - 1``; returns each epoch's mean loss.
+
+    Under ``MultiWorkerMirroredStrategy`` the exact multi-worker step loop of
+    ``tf_bihalf.training.distributed.fit`` replaces ``model.fit`` (which fails across workers
+    and weights an uneven last batch wrongly): the chief's state and epoch are broadcast first,
+    each worker trains on its rows of every global batch, only the chief runs the callbacks
+    that write files.
+    """
+    from tf_bihalf.training import distributed  # noqa: PLC0415 (this function's own)
+
+    if distributed.is_multi_worker(distribution):
+        return distributed.fit(
+            models.train_model,
+            models.loss,
+            data.train,
+            distribution,
+            epochs=config["epochs"],
+            initial_epoch=initial_epoch,
+            steps_per_epoch=data.steps_per_epoch,
+            callbacks=callbacks,
+            verbose=1 if progress else 2,
+        )
     history = models.train_model.fit(
         data.train(initial_epoch),
         epochs=config["epochs"],

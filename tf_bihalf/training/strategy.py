@@ -1,14 +1,23 @@
-"""The distribution strategy trainers run under.
+"""The distribution strategy trainers run under (``--strategy``).
 
-``get_strategy("mirrored")`` returns a ``tf.distribute.MirroredStrategy`` over every visible GPU,
-or over the CPU when there is none (one replica). Batch sizes in the configs are GLOBAL: each of
-R replicas gets ``batch_size / R`` rows per step, and the Bi-half layer ranks over the gathered
-global batch (``BiHalf(cross_replica=True)``), so R replicas train like one device with the full
-batch. ``"default"`` returns TensorFlow's default (no-op) strategy, for comparisons.
+- ``"auto"``: ``MirroredStrategy`` over the visible GPUs when there are more than one, else
+  ``"one_device"``.
+- ``"one_device"``: ``OneDeviceStrategy`` on the first GPU, else the CPU.
+- ``"mirrored"``: ``MirroredStrategy`` over every visible GPU, or over the CPU when there is none
+  (one replica).
+- ``"multi_worker"``: ``MultiWorkerMirroredStrategy`` over the worker processes of ``TF_CONFIG``
+  (NCCL collectives on GPUs, RING on CPUs, a collective timeout always set; see
+  ``tf_bihalf.training.distributed`` and docs/distributed.md). The loop trains with its own exact
+  step loop there, not ``model.fit``.
+- ``"default"``: TensorFlow's default (no-op) strategy, for comparisons.
+
+Batch sizes in the configs are GLOBAL: each of R replicas gets its share of ``batch_size`` rows
+per step, and the Bi-half layer ranks over the gathered global batch
+(``BiHalf(cross_replica=True)``), so R replicas train like one device with the full batch.
 
 Example:
 
->>> strategy = get_strategy()
+>>> strategy = get_strategy("auto")
 >>> strategy.num_replicas_in_sync >= 1
 True
 """
@@ -18,17 +27,35 @@ from __future__ import annotations
 import tensorflow as tf
 from absl import logging
 
-STRATEGIES = ("mirrored", "default")
+from tf_bihalf.errors import InputError
+from tf_bihalf.training import distributed
+
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "default")
 
 
-def get_strategy(name: str = "mirrored") -> tf.distribute.Strategy:
-    """``MirroredStrategy`` over the visible GPUs (the CPU when none), or the default strategy."""
+def get_strategy(name: str = "mirrored", timeout_s: float | None = None) -> tf.distribute.Strategy:
+    """The strategy called ``name`` (module docstring).
+
+    Args:
+        name: one of ``STRATEGIES``.
+        timeout_s: ``"multi_worker"`` only: the collective timeout in seconds (default
+            ``$TF_BIHALF_COLLECTIVE_TIMEOUT_S``, else 300).
+
+    Raises:
+        InputError: an unknown name; ``"multi_worker"`` without a valid ``TF_CONFIG``.
+    """
     if name not in STRATEGIES:
-        raise ValueError(f"Unknown strategy {name!r}; choose one of {STRATEGIES}.")
+        raise InputError(f"Unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}.")
     if name == "default":
         return tf.distribute.get_strategy()
-    gpus = tf.config.list_logical_devices("GPU")
-    devices = [device.name for device in gpus] or ["/cpu:0"]
+    if name == "multi_worker":
+        return distributed.multi_worker_strategy(timeout_s)
+    gpus = [device.name for device in tf.config.list_logical_devices("GPU")]
+    if name == "one_device" or (name == "auto" and len(gpus) <= 1):
+        device = gpus[0] if gpus else "/cpu:0"
+        logging.info("OneDeviceStrategy on %s.", device)
+        return tf.distribute.OneDeviceStrategy(device)
+    devices = gpus or ["/cpu:0"]
     strategy = tf.distribute.MirroredStrategy(devices=devices)
     logging.info("MirroredStrategy over %s (%d replicas).", devices, len(devices))
     return strategy
