@@ -39,7 +39,7 @@ RUNS_DIRECTORY = "runs"
 #: An override value that sets a key to None (``None`` itself means "flag not given").
 SET_NONE = object()
 HASH_LAYERS = ["bihalf", "sign", "signreg", "tanh", "relaxed", "median"]
-STRATEGIES = ["mirrored", "default"]
+STRATEGIES = ["auto", "one_device", "mirrored", "multi_worker", "default"]
 
 
 def available_configs() -> list[str]:
