@@ -177,3 +177,12 @@ def test_bad_arguments(tmp_path):
     assert distances.shape == (0, 2) and found.shape == (0, 2)
     index.reset()
     assert len(index) == 0 and os.listdir(tmp_path / "b") == ["manifest.json"]
+
+
+def test_docstring_example(tmp_path):
+    import doctest
+
+    from tf_bihalf.search import sharded
+
+    result = doctest.testmod(sharded, extraglobs={"np": np, "tmp_dir": str(tmp_path / "doc")})
+    assert result.attempted > 0 and result.failed == 0

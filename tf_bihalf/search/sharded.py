@@ -390,7 +390,7 @@ class ShardedHammingIndex:
             duplicate = np.asarray(stored[found]) == new_ids
             if duplicate.any():
                 raise ValueError(
-                    f"ids must be unique; id {new_ids[duplicate][0]!r} is already in the index."
+                    f"ids must be unique; id {_json_id(new_ids[duplicate][0])!r} is already in the index."
                 )
         shards = list(self._manifest["shards"])
         replaced = None
