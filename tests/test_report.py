@@ -229,6 +229,7 @@ def test_published_value_beside_a_paper_setting_only(tmp_path):
     assert "| bihalf | 64 | 2 | 59.00 ± 1.41 | 59.50 | 40.00 ± 0.00 |" in text
     assert "| sign | 64 | 1 | 50.00 | 50.10 |" in text
     assert "AAAI 2021, Table 1 (CIFAR-10 (I), mAP@1000)" in text
+    assert "The paper publishes no number for this setting." in text  # The smoke-sized row.
 
 
 def test_published_tables_transcription():

@@ -354,13 +354,20 @@ def main(argv: Sequence[str]) -> int:
     hash_layers = _names(FLAGS.hash_layer, "hash_layer")
     bits = _integers(_names(FLAGS.bits, "bits"), "bits")
     seeds = _integers(_names(FLAGS.seeds, "seeds"), "seeds")
-    root = FLAGS.root or os.path.join("runs", "sweeps", "+".join(configs))
+    # Normalised, so that "runs/x" and "./runs/x/" name the same cells (their commands match).
+    root = os.path.normpath(FLAGS.root or os.path.join("runs", "sweeps", "+".join(configs)))
     parallel = FLAGS.parallel or max(1, len(FLAGS.devices))
     cells = expand_grid(
         configs, hash_layers, bits, seeds, root, extra_args, trainer_module=FLAGS.trainer_module
     )
+    start = time.monotonic()
     outcomes = run_sweep(cells, parallel, FLAGS.devices, FLAGS.dry_run)
-    logging.info("Sweep %s:\n%s", root, summary_table(outcomes))
+    logging.info(
+        "Sweep %s (%.0f s wall time in this process):\n%s",
+        root,
+        time.monotonic() - start,
+        summary_table(outcomes),
+    )
     failed = [outcome.cell.name for outcome in outcomes if outcome.status == "failed"]
     if failed:
         logging.error("%d of %d cells failed: %s", len(failed), len(cells), ", ".join(failed))
