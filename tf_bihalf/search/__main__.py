@@ -46,6 +46,10 @@ def _check_regular(path: str, what: str) -> None:
 
 def _load_array(path: str, what: str) -> np.ndarray | np.lib.npyio.NpzFile:
     _check_regular(path, what)
+    with open(path, "rb") as handle:
+        magic = handle.read(6)
+    if not magic.startswith((b"\x93NUMPY", b"PK\x03\x04", b"PK\x05\x06")):
+        raise ValueError(f"cannot read {what} file {path}: it is not a .npy or .npz file.")
     try:
         return np.load(path, allow_pickle=False)
     except ValueError as error:
@@ -130,9 +134,12 @@ def build(args: argparse.Namespace) -> int:
     codes, bits, ids = load_codes(args.codes, args.bits)
     if args.ids:
         ids = load_ids(args.ids)
-    bits = _infer_bits(codes, bits)
-    index = HammingIndex(bits, backend=args.backend)
-    index.add(codes, ids=ids)
+    try:
+        bits = _infer_bits(codes, bits)
+        index = HammingIndex(bits, backend=args.backend)
+        index.add(codes, ids=ids)
+    except ValueError as error:
+        raise ValueError(f"{args.codes}: {error}") from None
     index.save(args.out, overwrite=args.overwrite)
     logging.info("Saved %r to %s.", index, args.out)
     print(f"built {args.out}: {len(index)} codes of {bits} bits, backend {index.backend}")
@@ -146,6 +153,10 @@ def query(args: argparse.Namespace) -> int:
         raise ValueError("pass at most one of --out and --json.")
     index = HammingIndex.load(args.index, backend=args.backend)
     codes, _, query_ids = load_codes(args.codes, index.bits)
+    try:
+        as_packed_codes(np.atleast_2d(codes), index.bits, "query codes")  # Checked up front.
+    except ValueError as error:
+        raise ValueError(f"{args.codes}: {error}") from None
     if args.k is not None:
         distances, ids = index.search(codes, args.k)
         rows = [(ids[i], distances[i]) for i in range(ids.shape[0])]
