@@ -33,13 +33,18 @@ The Keras side uses the project's trainer components (``HashingAutoencoder``,
   rate), to show whether anything else differs; ``f64_layer``: only the first patch;
 - ``f32``: float32, one step per call, no XLA; ``f32_xla``: the same with XLA;
 - ``f32_trainer``: what ``trainers.autoencoder`` runs (``MirroredStrategy``, ``fit`` over
-  ``epoch_batches``, XLA, 7 steps per call); losses per epoch only, weights at epoch ends.
+  ``epoch_batches``, XLA, 7 steps per call); losses per epoch only, weights at epoch ends;
+- ``torch_f32`` / ``torch_f64``: the PyTorch side alone, per epoch: rate, loss and the pixels
+  where ``BCELoss``'s gradient departs from ``sigmoid(z) - x`` (``p (1 - p) < 1e-12``).
 
 It prints, per layer and mode, the per-step table for the first ``--first_steps`` steps (learning
 rate, loss of each side, |loss difference|, max |weight difference|, batch rows whose codes
 differ), a per-epoch table, the learning rate's change steps on both sides, and a summary with
 the first step beyond the tolerances (float64: 1e-9 in loss, 1e-7 in weights; float32: 1e-5 and
-1e-4) and the first step at which the codes differ. ``--bce`` selects the project loss's
+1e-4) and the first step at which the codes differ, with how close the features were to the code
+boundary there (gap at the bi-half cut, or smallest ``|U|`` for sign, over the column's largest
+``|U|``). A table compares PyTorch's default ``nn.Linear`` init with the project's. Results and
+their reading: docs/parity.md. ``--bce`` selects the project loss's
 formulation (``logits``: Keras' default from the sigmoid's logits; ``probabilities``: PyTorch's
 ``BCELoss`` semantics, see ``tf_bihalf.losses.reconstruction``).
 """
@@ -584,7 +589,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--torch_python", required=True, help="a Python with torch installed")
     parser.add_argument("--layers", default="bihalf,sign")
-    parser.add_argument("--modes", default=",".join(MODES), help=f"any of {MODES}")
+    parser.add_argument(
+        "--modes",
+        default=",".join(m for m in MODES if not m.startswith("torch")),
+        help=f"any of {MODES} (torch_*: the PyTorch side alone, per epoch)",
+    )
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument(
         "--milestones", default="1,2", help="epochs of the lr drops (the paper: 60,80)"
