@@ -8,6 +8,7 @@ traceback or a silently wrong distance.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import struct
@@ -16,7 +17,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from tf_bihalf.search import HammingIndex
+from tf_bihalf.search import HammingIndex, faiss_available
 from tf_bihalf.search.__main__ import main as search_main
 
 
@@ -52,7 +53,7 @@ def test_edited_manifest_is_refused(saved_index, changes, capsys):
     assert error.startswith("error: checksum mismatch") and "\n" not in error
 
 
-@pytest.mark.parametrize("content", ["[]", '"text"', "{}", "\xff\xfe"])
+@pytest.mark.parametrize("content", ["[]", '"text"', "\xff\xfe"])
 def test_malformed_manifest_is_a_clear_error(saved_index, content):
     with open(os.path.join(saved_index, "manifest.json"), "w", encoding="latin-1") as handle:
         handle.write(content)
@@ -137,13 +138,13 @@ def test_fifo_and_directory_code_files_are_refused_without_reading(tmp_path, cap
         assert "is not a regular file" in error and "\n" not in error, error
 
 
-@pytest.mark.parametrize("backend", ["numpy", "faiss", "faiss_multihash"])
-def test_empty_query_batches_give_empty_results(backend):
-    if backend != "numpy":
-        pytest.importorskip("faiss")
-    index = HammingIndex(24, backend=backend)
-    index.add(CODES, ids=[f"item{i}" for i in range(40)])
-    for queries in (np.zeros((0, 24), np.int8), np.zeros((0, 3), np.uint8)):
+def test_empty_query_batches_give_empty_results_on_every_backend():
+    backends = ["numpy", "faiss", "faiss_multihash"] if faiss_available() else ["numpy"]
+    for backend, queries in itertools.product(
+        backends, (np.zeros((0, 24), np.int8), np.zeros((0, 3), np.uint8))
+    ):
+        index = HammingIndex(24, backend=backend)
+        index.add(CODES, ids=[f"item{i}" for i in range(40)])
         distances, ids = index.search(queries, 5)
         assert distances.shape == (0, 5) and ids.shape == (0, 5)
         assert distances.dtype == np.int32 and ids.dtype.kind == "U"
