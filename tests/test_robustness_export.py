@@ -370,3 +370,18 @@ def test_encode_cli_errors_are_one_line(exported, tmp_path, capsys, alarm):
     assert exit_info.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert "None of the 2 images" in error and "a.jpg" in error and "not a regular file" in error
+
+
+def test_models_encode_empty_inputs():
+    from tf_bihalf.models import HashingAutoencoder, ImageHasher
+
+    hasher = ImageHasher("mobilenet_v3_small", bits=12, image_size=32, hash_layer="bihalf")
+    frozen_dim = hasher.extractor.output_shape[-1]
+    assert hasher.encode_features(np.zeros((0, frozen_dim), np.float32)).shape == (0, 12)
+    empty = tf.data.Dataset.from_tensor_slices(
+        (np.zeros((0, 32, 32, 3), np.float32), np.zeros((0, 5), np.int32))
+    ).batch(4)
+    codes, labels = hasher.encode_images(empty)
+    assert codes.shape == (0, 12) and codes.dtype == np.int8 and labels.shape == (0, 5)
+    autoencoder = HashingAutoencoder(bits=8)
+    assert autoencoder.encode(np.zeros((0, 784), np.float32)).shape == (0, 8)

@@ -140,17 +140,22 @@ class ImageHasher(keras.Model):
         """int8 ±1 codes of cached frozen features ``(N, frozen_dim)`` (inference mode: equal
         to the codes of the images they came from)."""
         codes = [
-            self._encode_tail(tf.convert_to_tensor(features[start : start + batch_size]))
+            self._encode_tail(tf.convert_to_tensor(features[start : start + batch_size])).numpy()
             for start in range(0, len(features), batch_size)
         ]
-        return np.concatenate([c.numpy() for c in codes]).astype(np.int8)
+        return np.concatenate([np.zeros((0, self.bits), np.int8), *codes]).astype(np.int8)
 
     def encode_images(self, dataset) -> tuple[np.ndarray, np.ndarray]:
         """int8 ±1 codes and labels of an ``(images, labels)`` ``tf.data`` dataset."""
-        codes, labels = [], []
+        codes, labels = [np.zeros((0, self.bits), np.int8)], []
         for images, batch_labels in dataset:
+            if images.shape[0] == 0:  # Convolutions refuse a batch of zero examples.
+                continue
             codes.append(self._encode_images(images).numpy().astype(np.int8))
             labels.append(np.asarray(batch_labels))
+        if not labels:
+            labels_spec = dataset.element_spec[1]
+            labels = [np.zeros((0, *labels_spec.shape[1:]), labels_spec.dtype.as_numpy_dtype)]
         return np.concatenate(codes), np.concatenate(labels)
 
     @tf.function(reduce_retracing=True, autograph=False)
