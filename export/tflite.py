@@ -50,6 +50,7 @@ from export.saved_model import (
     SavedModelEncoder,
 )
 from export.validation import check_float_inputs
+from tf_bihalf.codes import pack, packed_width
 
 QUANTIZE_MODES = ("none", "float16", "int8")
 DEFAULT_MIN_AGREEMENT = {"none": 1.0, "float16": 0.99, "int8": 0.99}
@@ -223,7 +224,7 @@ class TFLiteEncoder:
             codes.append(np.array(outputs["codes"]))
             packed.append(np.array(outputs["codes_packed"]))
         if not codes:
-            width = (self.bits + 7) // 8
+            width = packed_width(self.bits)
             return {
                 "codes": np.zeros((0, self.bits), np.int8),
                 "codes_packed": np.zeros((0, width), np.uint8),
@@ -293,7 +294,7 @@ def export_tflite(
     expected = reference.encode(data)
     actual = encoder.encode(data)
     agreement = bit_agreement(actual["codes"], expected["codes"])
-    packed_ok = np.array_equal(actual["codes_packed"], np.packbits(actual["codes"] > 0, axis=1))
+    packed_ok = np.array_equal(actual["codes_packed"], pack(actual["codes"]))
     distinct = len(np.unique(actual["codes_packed"], axis=0))
     ops = sorted(encoder.op_names())
     non_builtin = [op for op in ops if op.startswith("Flex") or op == "CUSTOM"]
@@ -328,7 +329,7 @@ def export_tflite(
         },
         "outputs": {
             "codes": ["int8", reference.bits],
-            "codes_packed": ["uint8", (reference.bits + 7) // 8],
+            "codes_packed": ["uint8", packed_width(reference.bits)],
         },
         "ops": ops,
     }
