@@ -27,9 +27,9 @@ Rounding follows PyTorch's as well: the coefficients (``1 - beta_1``, ``beta_2``
 ``1 - beta_2``, ``wd``, ``epsilon``, momentum, dampening) are rounded once from Python floats to
 the variable's dtype, and the bias corrections ``1 - beta^t`` and the step size
 ``lr / (1 - beta_1^t)`` are computed in float64 (PyTorch's Python floats) and rounded at the
-end. In float32, ``1 - 0.999^t`` computed in float32 would lose ~5 digits to cancellation in the
-first steps, and a float32 ``beta_2`` makes ``1 - beta_2`` 1.3e-5 too small; float64 training
-would be only float32-accurate. ``benchmarks/reference_parity.py`` trains the MNIST autoencoder
+end. Rounded through float32 instead, ``beta_2 = 0.999`` makes ``1 - beta_2`` 1.3e-5 too
+small and ``1 - beta_2^t`` is off by up to 2e-5 relative, and float64 training would be only
+float32-accurate. ``benchmarks/reference_parity.py`` trains the MNIST autoencoder
 step for step beside PyTorch (docs/parity.md).
 
 Note where ``epsilon`` sits: PyTorch adds it to the bias-corrected ``sqrt(v)``, Keras' Adam to
