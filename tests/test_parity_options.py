@@ -75,3 +75,55 @@ def test_from_probabilities_config_and_errors():
     assert not BinaryReconstructionLoss().from_probabilities
     with pytest.raises(ValueError, match="from_probabilities must be a bool"):
         BinaryReconstructionLoss(from_probabilities="yes")
+
+
+# ----------------------------------------------------------------------------- the benchmark
+# benchmarks/reference_parity.py compares the project with PyTorch (not installed in CI); its
+# project side is tested here so that it keeps working with the trainer's components.
+
+
+def test_parity_benchmark_exports_the_trainers_batches():
+    from benchmarks import reference_parity
+    from tf_bihalf.training import pipelines
+
+    order, offsets, lengths = reference_parity.export_batches(10, 4, seed=3, epochs=2)
+    assert lengths.tolist() == [4, 4, 2, 4, 4, 2]
+    assert offsets.tolist() == [0, 4, 8, 10, 14, 18]
+    expected = np.concatenate([pipelines.epoch_permutation(10, 3, epoch) for epoch in (0, 1)])
+    np.testing.assert_array_equal(order, expected)
+
+
+def test_parity_benchmark_keras_side_and_patches():
+    from benchmarks import reference_parity
+    from tf_bihalf.layers.base import HashLayer
+    from tf_bihalf.training import schedules
+
+    rng = np.random.default_rng(0)
+    order, offsets, lengths = reference_parity.export_batches(20, 8, seed=0, epochs=2)
+    spec = {
+        "pixels": (rng.random((20, 16)) > 0.5).astype(np.uint8),
+        "order": order,
+        "offsets": offsets,
+        "lengths": lengths,
+        "snapshot_steps": reference_parity.snapshot_steps(6, 3, first=2, every=50),
+        **reference_parity.initial_weights(bits=4, hidden=8, input_dim=16, seed=0),
+    }
+    config = {
+        "bits": 4, "hidden": 8, "input_dim": 16, "learning_rate": 1e-3, "weight_decay": 1e-5,
+        "milestones": [1], "factor": 0.1, "epochs": 2, "batch_size": 8, "steps_per_epoch": 3,
+        "hash_layer": "bihalf", "gamma": 1.0, "dtype": "float64", "bce": "logits",
+    }  # fmt: skip
+    original = HashLayer.call, schedules.MultiStepDecay.__call__
+    exact = reference_parity.run_keras_steps(spec, config, "f64_exact")
+    assert (HashLayer.call, schedules.MultiStepDecay.__call__) == original  # patches undone
+    assert keras.config.floatx() == "float32"
+    as_is = reference_parity.run_keras_steps(spec, config, "f64")
+    assert exact["rates"].tolist() == [1e-3] * 3 + [1e-4] * 3  # float64 rate, drop at epoch 1
+    assert reference_parity.change_steps(as_is["rates"]) == [3]
+    assert exact["codes"].shape == (40, 4) and set(np.unique(exact["codes"])) == {-1, 1}
+    # Each bi-half batch is half +1 per bit (8 rows: 4; the last 4 rows: 2).
+    assert (exact["codes"][:8] == 1).sum(axis=0).tolist() == [4] * 4
+    assert sorted(exact["weights"]) == spec["snapshot_steps"].tolist()
+    # The float32 islands of the unpatched run change the losses only at float32 rounding.
+    np.testing.assert_allclose(exact["losses"], as_is["losses"], rtol=1e-6)
+    assert not np.array_equal(exact["losses"][1:], as_is["losses"][1:])
