@@ -42,8 +42,8 @@ def get_config(smoke: bool = False) -> dict:
             config,
             {
                 "by_protocol": {
-                    "I": {"num_query_per_class": 2},
-                    "II": {"num_query": 10, "num_train": 20},
+                    "I": {"num_concepts": 5, "num_query_per_class": 2},
+                    "II": {"num_concepts": 5, "num_query": 10, "num_train": 20},
                 }
             },
             {"top_k": None},

@@ -124,7 +124,7 @@ def test_config_errors():
     with pytest.raises(InputError, match="protocol 'III'"):
         resolve("--dataset=cifar10", "--protocol=III")
     smoke_ii = resolve("--dataset=nus_wide", "--protocol=II", "--smoke")
-    assert smoke_ii["protocol_options"] == {"num_query": 10, "num_train": 20}
+    assert smoke_ii["protocol_options"] == {"num_concepts": 5, "num_query": 10, "num_train": 20}
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,10 @@ input. Model: ``HashingAutoencoder`` (784-256-K, hash layer, decoder fed the bin
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
 from tf_bihalf.data import mnist
 from tf_bihalf.losses.reconstruction import BinaryReconstructionLoss
 from tf_bihalf.models.autoencoder import HashingAutoencoder
@@ -87,6 +91,14 @@ class AutoencoderTask(Task):
                 }
             },
         )
+
+    def display_images(self, split, indices):
+        images = self.test_split[0] if split == "query" else self.train_split[0]
+        return images[np.asarray(indices)]
+
+    def display_shape(self):
+        side = int(round(math.sqrt(self.train_split[0].shape[1])))
+        return (side, side) if side * side == self.train_split[0].shape[1] else None
 
     def record_fields(self, models) -> RecordFields:
         return RecordFields(

@@ -21,12 +21,16 @@ Task config keys: ``backbone``, ``weights``, ``image_size``, ``resize``, ``dropo
 
 from __future__ import annotations
 
+import io
 import os
 
 import numpy as np
+from absl import logging
+from PIL import Image
 
 from tf_bihalf import data as data_lib
 from tf_bihalf.data.feature_cache import FeatureCache
+from tf_bihalf.data.image_files import read_image_file
 from tf_bihalf.data.image_pipeline import image_dataset
 from tf_bihalf.errors import InputError
 from tf_bihalf.losses.cosine import CosineSimilarityPreservation
@@ -37,6 +41,20 @@ from tf_bihalf.training.task import RecordFields, Task, TaskData, TaskModels
 
 SPLITS_DIRECTORY = "splits"
 SPLITS_MANIFEST = "splits.json"
+
+
+THUMBNAIL = 64
+
+
+def _thumbnail(path: str) -> np.ndarray:
+    """A THUMBNAIL x THUMBNAIL uint8 RGB picture of an image file (gray when unreadable)."""
+    try:
+        data = read_image_file(path)
+        with Image.open(io.BytesIO(data)) as image:
+            return np.asarray(image.convert("RGB").resize((THUMBNAIL, THUMBNAIL)), np.uint8)
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        logging.warning("No thumbnail of %s: %s", path, error)
+        return np.full((THUMBNAIL, THUMBNAIL, 3), 128, np.uint8)
 
 
 class ImageTask(Task):
@@ -169,6 +187,13 @@ class ImageTask(Task):
             monitor_inputs=monitor_inputs,
             report=report,
         )
+
+    def display_images(self, split, indices):
+        image_set = self.splits.split(split)
+        indices = np.asarray(indices)
+        if image_set.images is not None:
+            return image_set.images[indices]
+        return np.stack([_thumbnail(image_set.paths[index]) for index in indices])
 
     def record_fields(self, models) -> RecordFields:
         height, width = (int(size) for size in self.config["image_size"])

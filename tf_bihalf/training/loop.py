@@ -37,7 +37,7 @@ from absl import logging
 
 from tf_bihalf.callbacks import BitMonitor, RetrievalEvaluation, TrainingTensorBoard
 from tf_bihalf.errors import InputError
-from tf_bihalf.training import evaluation, pipelines, plots, schedules, strategy
+from tf_bihalf.training import evaluation, pictures, pipelines, plots, schedules, strategy
 from tf_bihalf.training.checkpoint import TrainingCheckpoint
 from tf_bihalf.training.optimizers import build_optimizer
 from tf_bihalf.training.record import RunRecord, config_sha256
@@ -194,15 +194,16 @@ def _fit(
     return [float(value) for value in history.history["loss"]]
 
 
-def evaluate(models: TaskModels, data: TaskData, config: dict, progress: bool) -> dict:
-    """Encodes the query set and the database with the final model; every metric of
-    ``config["evaluation"]`` (``tf_bihalf.training.evaluation.evaluate_retrieval``)."""
+def evaluate(models: TaskModels, data: TaskData, config: dict, progress: bool):
+    """Encodes the query set and the database with the final model; returns every metric of
+    ``config["evaluation"]`` (``tf_bihalf.training.evaluation.evaluate_retrieval``) and the
+    ``(codes, labels)`` of both."""
     settings = config["evaluation"]
     query = evaluation.encode_dataset(models.encoder, data.query, progress, "encoding the queries")
     database = evaluation.encode_dataset(
         models.encoder, data.database, progress, "encoding the database"
     )
-    return evaluation.evaluate_retrieval(
+    scores = evaluation.evaluate_retrieval(
         query,
         database,
         top_k=settings["top_k"],
@@ -211,6 +212,7 @@ def evaluate(models: TaskModels, data: TaskData, config: dict, progress: bool) -
         ties=settings["ties"],
         radius=settings["radius"],
     )
+    return scores, query, database
 
 
 def train_and_evaluate(
@@ -284,7 +286,7 @@ def _train_and_evaluate(task, config, run: Workdir, progress, extra_callbacks, s
         logging.info("All %d epochs were already trained; evaluating.", config["epochs"])
 
     evaluation_start = time.perf_counter()
-    scores = evaluate(models, data, config, progress)
+    scores, query, database = evaluate(models, data, config, progress)
     evaluation_time = time.perf_counter() - evaluation_start
     models.export_model.save(run.encoder_path)
     fields = task.record_fields(models)
@@ -305,6 +307,9 @@ def _train_and_evaluate(task, config, run: Workdir, progress, extra_callbacks, s
     record.write(run.path)
     title = task.title()
     plot_paths = plots.write_plots(scores, run.plots_dir, title=title)
+    plot_paths += pictures.write_retrieval_pictures(
+        task, run, query, database, seed=int(config["seed"])
+    )
     training = {
         "epochs": config["epochs"],
         "resumed_from_epoch": initial_epoch,

@@ -117,6 +117,17 @@ class Task(abc.ABC):
     def record_fields(self, models: TaskModels) -> RecordFields:
         """What the exported encoder takes: input spec, preprocessing, backbone."""
 
+    def display_images(self, split: str, indices):
+        """The raw inputs of ``split`` (``"query"`` or ``"database"``) at ``indices`` as
+        displayable images (uint8 or float arrays; see ``tf_bihalf.report.retrieval_grid``),
+        or None when the task has nothing to show. Used for the retrieval pictures."""
+        del split, indices
+        return None
+
+    def display_shape(self):
+        """The image shape of flat inputs (e.g. ``(28, 28)`` for MNIST vectors), else None."""
+        return None
+
     def title(self) -> str:
         """A short human-readable name of the run (plot titles, the log's last line)."""
         config = self.config
