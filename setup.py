@@ -43,6 +43,9 @@ setup(
     extras_require={
         "dev": ["pytest", "ruff", "scikit-learn"],
         "faiss": ["faiss-cpu"],
+        # Milvus backend (tf_bihalf.search.milvus). milvus-lite 3.x cannot store binary
+        # vectors; checked with TF 2.21 on Python 3.11: milvus-lite 2.5.1 + pymilvus 2.6.17.
+        "milvus": ["milvus-lite>=2.4,<3", "pymilvus>=2.6.17,<3"],
         # PyAV replaces tensorflow-io's video ops; 19.x has no Python 3.11 wheel.
         "video": ["av==18.1.0"],
         "gpu": ["tensorflow[and-cuda]==2.21.0"],
