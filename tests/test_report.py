@@ -369,3 +369,17 @@ def test_command_line_refusal_exit_status(tmp_path):
     assert result.returncode == 2
     assert "differ in 'batch_size' (128 vs 64)" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_rows_of_one_table_that_differ_beyond_layer_and_bits_are_flagged(tmp_path):
+    make_run(tmp_path, "bihalf", map_value=0.4, config={"hash_layer_kwargs": {"gamma": 1.0}})
+    make_run(
+        tmp_path,
+        "sign",
+        map_value=0.3,
+        config={"hash_layer": "sign", "epochs": 30, "hash_layer_kwargs": {"gamma": 0.2}},
+    )
+    write_report([str(tmp_path)], str(tmp_path / "out"), tensorboard=False)
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "differ in `epochs` (100, 30)." in text
+    assert "hash_layer_kwargs" not in text  # Each layer's own options are meant to differ.

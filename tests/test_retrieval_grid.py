@@ -172,3 +172,38 @@ def test_embedding_projector_files(tmp_path):
         assert sprite.size == (8 * 28, 8 * 28)  # ceil(sqrt(50)) = 8 thumbnails a side.
         pixels = np.asarray(sprite.convert("L"))
     np.testing.assert_array_equal(pixels[28:56, 0:28], thumbnails[8].reshape(28, 28))
+
+
+def test_images_can_be_read_lazily_for_the_shown_rows_only(tmp_path):
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 4, size=120)
+    codes = random_codes(rng, 120, 8)
+    images = rng.integers(0, 256, size=(120, 10, 10), dtype=np.uint8)
+    requested = []
+
+    def read(indices):
+        requested.append(np.asarray(indices).copy())
+        return images[indices]
+
+    eager = grid.write_retrieval_grid(
+        str(tmp_path / "eager.png"), images, labels, images, labels, codes, codes, 3, 5, seed=2
+    )
+    lazy = grid.write_retrieval_grid(
+        str(tmp_path / "lazy.png"), read, labels, read, labels, codes, codes, 3, 5, seed=2
+    )
+    np.testing.assert_array_equal(lazy, eager)
+    examples = grid.retrieval_examples(labels, labels, codes, codes, 3, 5, seed=2)
+    np.testing.assert_array_equal(requested[0], examples.query_indices)
+    np.testing.assert_array_equal(requested[1], np.unique(examples.neighbours))
+    with pytest.raises(ValueError, match="returned 2 images, not one per index"):
+        grid.write_retrieval_grid(
+            str(tmp_path / "bad.png"),
+            lambda indices: images[:2],
+            labels,
+            images,
+            labels,
+            codes,
+            codes,
+            3,
+            5,
+        )

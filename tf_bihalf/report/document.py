@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from absl import logging
 
 from tf_bihalf.report import plots
-from tf_bihalf.report.aggregation import IGNORED_KEYS, Cell, aggregate, load_runs
+from tf_bihalf.report.aggregation import IGNORED_KEYS, Cell, aggregate, flatten, load_runs
 
 FORMAT_VERSION = 1
 
@@ -83,6 +83,28 @@ def _protocol_line(cell: Cell) -> str:
     if config.get("batch_size") is not None:
         parts.append(f"batch {config['batch_size']}")
     return "; ".join(parts)
+
+
+# Keys that are meant to differ between the rows of one table.
+_ROW_KEYS = ("hash_layer", "hash_layer_kwargs", "hash_layer_options", "bits")
+
+
+def row_differences(cells: Sequence[Cell]) -> dict[str, list]:
+    """Dotted config keys, other than the hash layer, its options, the bits and the ignored keys,
+    whose values differ between the rows of one table: ``{key: [distinct values]}``."""
+    flat = [flatten(cell.runs[0].config) for cell in cells]
+    ignored = (*IGNORED_KEYS, *_ROW_KEYS)
+    keys = sorted({key for config in flat for key in config if key.split(".")[0] not in ignored})
+    differing = {}
+    for key in keys:
+        values = []
+        for config in flat:
+            value = config.get(key, "<absent>")
+            if value not in values:
+                values.append(value)
+        if len(values) > 1:
+            differing[key] = values
+    return differing
 
 
 def _table(cells: Sequence[Cell]) -> list[str]:
@@ -160,6 +182,17 @@ def markdown(
         first = group[0]
         lines += [f"## {first.setting_label}", "", f"Protocol: {_protocol_line(first)}.", ""]
         lines += _table(group)
+        differing = row_differences(group)
+        if differing:
+            lines += [
+                "",
+                "**Not like for like:** besides the hash layer and the bits, the rows of this "
+                "table differ in "
+                + "; ".join(
+                    f"`{key}` ({', '.join(map(repr, values))})" for key, values in differing.items()
+                )
+                + ". The protocol line above is the first row's.",
+            ]
         sources = sorted(
             {
                 f"{cell.published.table.source} ({cell.published.table.label})"

@@ -212,6 +212,22 @@ def _label_text(labels: np.ndarray, index: int, class_names: Sequence[str] | Non
     return "+".join(names) or "-"
 
 
+def _pick(images, indices: np.ndarray, count: int, name: str):
+    """The rows ``indices`` of ``images``: an array of all ``count`` items, or a callable that
+    returns the images of the given indices (so only the shown items are ever read)."""
+    if callable(images):
+        picked = np.asarray(images(indices))
+        if len(picked) != len(indices):
+            raise ValueError(
+                f"{name}({len(indices)} indices) returned {len(picked)} images, not one per index."
+            )
+        return picked
+    images = np.asarray(images)
+    if len(images) != count:
+        raise ValueError(f"{name} has {len(images)} images but there are {count} labels.")
+    return images[indices]
+
+
 def write_retrieval_grid(
     path: str,
     query_images,
@@ -233,7 +249,8 @@ def write_retrieval_grid(
     Args:
       path: The PNG to write (directories are created).
       query_images, database_images: The images (see the module doc for accepted forms), in the
-        order of the codes and labels.
+        order of the codes and labels; or callables ``indices -> images`` that return just the
+        requested rows (e.g. decoding image files), so only the shown items are read.
       query_labels, database_labels: Class ids (N,) or multi-hot (N, C).
       query_codes, database_codes: ±1, {0, 1} or bool codes (N, K).
       num_queries: Queries drawn (without replacement) with ``seed``; the same seed gives the
@@ -251,20 +268,19 @@ def write_retrieval_grid(
     )
     query_labels = np.asarray(query_labels)
     database_labels = np.asarray(database_labels)
-    queries = _display_images(query_images, image_shape, "query_images")
-    if len(queries) != len(query_labels):
-        raise ValueError(
-            f"query_images has {len(queries)} images but there are {len(query_labels)} labels."
-        )
-    database = np.asarray(database_images)
-    if len(database) != len(database_labels):
-        raise ValueError(
-            f"database_images has {len(database)} images but there are {len(database_labels)} "
-            "labels."
-        )
+    query_position = {int(index): row for row, index in enumerate(examples.query_indices)}
+    queries = _display_images(
+        _pick(query_images, examples.query_indices, len(query_labels), "query_images"),
+        image_shape,
+        "query_images",
+    )
     shown = np.unique(examples.neighbours)
-    database_shown = _display_images(database[shown], image_shape, "database_images")
     position = {int(index): row for row, index in enumerate(shown)}
+    database_shown = _display_images(
+        _pick(database_images, shown, len(database_labels), "database_images"),
+        image_shape,
+        "database_images",
+    )
     if database_shown.shape[1:3] != queries.shape[1:3]:
         raise ValueError(
             f"query images are {queries.shape[1:3]} but database images are "
@@ -291,7 +307,7 @@ def write_retrieval_grid(
         put(
             row,
             0,
-            queries[query],
+            queries[query_position[int(query)]],
             QUERY_COLOUR,
             f"q{query}:{_label_text(query_labels, query, class_names)}",
         )
