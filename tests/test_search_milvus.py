@@ -81,7 +81,7 @@ def test_persistence_ids_and_errors(tmp_path):
         index.add(codes[10:20], ids=np.arange(100, 110))
         with pytest.raises(ValueError, match="id 105 is already in the index"):
             index.add(codes[:2], ids=[200, 105])
-        with pytest.raises(ValueError, match="int64 ids"):
+        with pytest.raises(ValueError, match="stores int ids"):
             index.add(codes[:1], ids=["a"])
         with pytest.raises(ValueError, match="13-bit"):
             index.add(np.zeros((1, 3), np.uint8))
@@ -101,6 +101,34 @@ def test_persistence_ids_and_errors(tmp_path):
         assert len(reopened) == 0
         with pytest.raises(ValueError, match="empty"):
             reopened.search(codes[:1], 1)
+
+
+def test_string_ids_with_ties(tmp_path, monkeypatch):
+    """String ids (export.encode's image paths) order by code point, in Milvus as in numpy."""
+    monkeypatch.setattr(MilvusHammingIndex, "page_limit", 24)
+    rng = np.random.default_rng(9)
+    patterns = rng.integers(0, 2, size=(4, 16))
+    codes = patterns[rng.integers(0, 4, 200)]
+    names = ["a", "A", "é", 'say "hi"', "back\\slash", "日本", "z z", "it's"]
+    ids = np.array([f"{names[i % len(names)]}/{i:03d}" for i in rng.permutation(200)])
+    with MilvusHammingIndex(str(tmp_path / "s.db"), bits=16, id_type="str") as index:
+        index.add(codes, ids=ids)
+        reference = HammingIndex(16, backend="numpy")
+        reference.add(codes, ids=ids)
+        for k in (1, 9, 23):
+            assert_same(index.search(codes[:5], k), reference.search(codes[:5], k))
+        for radius in (0, 3, 16):
+            assert_same(
+                index.range_search(codes[:5], radius), reference.range_search(codes[:5], radius)
+            )
+        with pytest.raises(ValueError, match="is already in the index"):
+            index.add(codes[:1], ids=[ids[7]])
+        with pytest.raises(ValueError, match="stores str ids"):
+            index.add(codes[:1], ids=[5])
+        with pytest.raises(ValueError, match="needs ids"):
+            index.add(codes[:1])
+        with pytest.raises(ValueError, match="at most 1024 UTF-8 bytes"):
+            index.add(codes[:1], ids=["é" * 600])
 
 
 def test_bad_locations(tmp_path):

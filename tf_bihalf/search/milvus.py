@@ -1,7 +1,9 @@
 """``MilvusHammingIndex``: exact Hamming search in Milvus (embedded Milvus Lite or a server).
 
 The index stores each code as a Milvus ``BINARY_VECTOR`` with the ``HAMMING`` metric and the
-exhaustive ``BIN_FLAT`` index, keyed by an INT64 primary key (the id). ``uri`` picks the engine:
+exhaustive ``BIN_FLAT`` index, keyed by a primary key: the id, INT64 or VARCHAR (strings, such
+as the image paths that ``export.encode`` uses; compared by code point, as numpy and Python do,
+which is UTF-8 byte order). ``uri`` picks the engine:
 
 - a path ending in ``.db``: embedded Milvus Lite, a local file (``pip install
   'tf_bihalf[milvus]'``: ``milvus-lite`` 2.5.x; 3.x cannot store binary vectors);
@@ -56,6 +58,13 @@ PAGE_LIMIT = 16384
 MAX_K = PAGE_LIMIT - 1
 _DESCRIPTION_FORMAT = "tf_bihalf.milvus_hamming_index"
 _SERVER_SCHEMES = ("http://", "https://", "tcp://", "grpc://")
+
+
+def _literal(value) -> str:
+    """An id as a Milvus expression literal: an integer, or a double-quoted escaped string."""
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    return str(int(value))
 
 
 def milvus_available(lite: bool = True) -> bool:
@@ -127,9 +136,11 @@ class MilvusHammingIndex:
       connect_attempts, retry_delay: retries of the first connection (delay doubles each time).
       insert_batch: rows per insert request.
       query_batch: queries per search request.
+      id_type: ``"int"`` (int64 ids) or ``"str"`` (strings of at most ``max_id_length`` UTF-8
+        bytes) for a new collection; an existing one keeps its own.
 
-    Ids are int64 (Milvus' INT64 primary key). Milvus does not refuse a duplicate primary key,
-    so ``add`` checks new ids against the collection first.
+    Milvus does not refuse a duplicate primary key, so ``add`` checks new ids against the
+    collection first.
     """
 
     #: Hits per request (Milvus' limit); a class attribute so that tests can page sooner.
@@ -146,6 +157,8 @@ class MilvusHammingIndex:
         retry_delay: float = 1.0,
         insert_batch: int = 20_000,
         query_batch: int = 64,
+        id_type: str = "int",
+        max_id_length: int = 1024,
     ):
         self.uri = os.fspath(uri)
         if not is_milvus_uri(self.uri):
@@ -159,26 +172,39 @@ class MilvusHammingIndex:
         self._client = connect(self.uri, token, attempts=connect_attempts, retry_delay=retry_delay)
         if self._client.has_collection(collection):
             description = self._client.describe_collection(collection)
-            stored_bits = self._stored_bits(description)
+            stored_bits, stored_ids = self._stored_layout(description)
             if bits is not None and check_bits(bits) != stored_bits:
                 raise ValueError(
                     f"collection {collection!r} at {self.uri} holds {stored_bits}-bit codes; "
                     f"got bits={bits}."
                 )
-            self.bits = stored_bits
+            self.bits, self.id_type = stored_bits, stored_ids
+            max_length = next(
+                (
+                    field.get("params", {}).get("max_length")
+                    for field in description.get("fields", [])
+                    if field.get("name") == "id"
+                ),
+                None,
+            )
+            self.max_id_length = int(max_length) if max_length is not None else None
         else:
             if bits is None:
                 raise ValueError(
                     f"collection {collection!r} does not exist at {self.uri}: pass bits=K to create it."
                 )
-            self.bits = check_bits(bits)
+            if id_type not in ("int", "str"):
+                raise ValueError(f"id_type must be 'int' or 'str'; got {id_type!r}.")
+            self.bits, self.id_type = check_bits(bits), id_type
+            self.max_id_length = max_id_length
             self._create(num_shards)
         self._client.load_collection(collection)
         self._next_id = None
 
     # -- collection ------------------------------------------------------------------------------
 
-    def _stored_bits(self, description: dict) -> int:
+    def _stored_layout(self, description: dict) -> tuple[int, str]:
+        """(bits, id type) from the collection's description, written by ``_create``."""
         try:
             meta = json.loads(description.get("description") or "{}")
         except json.JSONDecodeError:
@@ -188,7 +214,7 @@ class MilvusHammingIndex:
                 f"collection {self.collection!r} at {self.uri} was not created by "
                 "MilvusHammingIndex; use another collection name."
             )
-        return check_bits(meta.get("bits"), "collection bits")
+        return check_bits(meta.get("bits"), "collection bits"), meta.get("ids", "int")
 
     def _create(self, num_shards: int) -> None:
         from pymilvus import DataType, MilvusClient
@@ -196,9 +222,16 @@ class MilvusHammingIndex:
         schema = MilvusClient.create_schema(
             auto_id=False,
             enable_dynamic_field=False,
-            description=json.dumps({"format": _DESCRIPTION_FORMAT, "bits": self.bits}),
+            description=json.dumps(
+                {"format": _DESCRIPTION_FORMAT, "bits": self.bits, "ids": self.id_type}
+            ),
         )
-        schema.add_field("id", DataType.INT64, is_primary=True)
+        if self.id_type == "int":
+            schema.add_field("id", DataType.INT64, is_primary=True)
+        else:
+            schema.add_field(
+                "id", DataType.VARCHAR, is_primary=True, max_length=self.max_id_length or 1024
+            )
         # Milvus binary vectors have a multiple of 8 dimensions; padding bits are always 0.
         schema.add_field("code", DataType.BINARY_VECTOR, dim=8 * packed_width(self.bits))
         index_params = self._client.prepare_index_params()
@@ -270,53 +303,62 @@ class MilvusHammingIndex:
             self._next_id = largest + 1
         return self._next_id - 1
 
-    def _existing(self, ids: np.ndarray) -> np.ndarray:
+    def _existing(self, ids: np.ndarray) -> list:
         found = []
         for start in range(0, ids.shape[0], 16384):
             chunk = ids[start : start + 16384]
             rows = self._client.query(
                 self.collection,
-                filter=f"id in {chunk.tolist()}",
+                filter=f"id in {json.dumps(chunk.tolist(), ensure_ascii=False)}",
                 output_fields=["id"],
                 limit=chunk.shape[0],
             )
             found.extend(row["id"] for row in rows)
-        return np.asarray(found, dtype=np.int64)
+        return found
 
     def add(self, codes, ids=None) -> None:
-        """Adds codes with unique int64 ids (default: consecutive after the largest stored id).
+        """Adds codes with unique ids (int: default consecutive after the largest stored id).
 
         Raises:
-          ValueError: codes of another length, string ids, ids of the wrong length, or
+          ValueError: codes of another length, ids of the wrong length or kind (int vs string,
+            as the collection stores), a string id longer than the collection allows, or
             duplicate ids (among themselves or with stored ones).
         """
         packed = self._packed_codes(codes, "codes")
         count = packed.shape[0]
         if ids is None:
+            if self.id_type == "str":
+                raise ValueError("this index holds string ids, so add() needs ids for new codes.")
             first = self._max_id() + 1
             new_ids = np.arange(first, first + count, dtype=np.int64)
         else:
             new_ids = _as_ids(ids, count)
-            if new_ids.dtype.kind != "i":
+            kind = "str" if new_ids.dtype.kind == "U" else "int"
+            if count and kind != self.id_type:
                 raise ValueError(
-                    "the milvus backend stores int64 ids; map string ids to integers "
-                    "(or use HammingIndex / ShardedHammingIndex, which store strings)."
+                    f"collection {self.collection!r} stores {self.id_type} ids; got {kind} ids "
+                    "(create a collection with id_type='str' for string ids)."
                 )
+            if kind == "str" and self.max_id_length is not None:
+                longest = max((len(value.encode("utf-8")) for value in new_ids), default=0)
+                if longest > self.max_id_length:
+                    raise ValueError(
+                        f"string ids must be at most {self.max_id_length} UTF-8 bytes in "
+                        f"collection {self.collection!r}; the longest new id has {longest}."
+                    )
             if np.unique(new_ids).size != count:
                 raise ValueError("ids must be unique; the new ids contain duplicates.")
             existing = self._existing(new_ids)
-            if existing.size:
-                raise ValueError(
-                    f"ids must be unique; id {int(existing[0])} is already in the index."
-                )
+            if existing:
+                raise ValueError(f"ids must be unique; id {existing[0]!r} is already in the index.")
         for start in range(0, count, self.insert_batch):
             stop = min(count, start + self.insert_batch)
             rows = [
-                {"id": int(identifier), "code": code.tobytes()}
+                {"id": identifier.item(), "code": code.tobytes()}
                 for identifier, code in zip(new_ids[start:stop], packed[start:stop], strict=True)
             ]
             self._client.insert(self.collection, rows)
-        if count and self._next_id is not None:
+        if count and self.id_type == "int" and self._next_id is not None:
             self._next_id = max(self._next_id, int(new_ids.max()) + 1)
 
     # -- queries ---------------------------------------------------------------------------------
@@ -334,12 +376,17 @@ class MilvusHammingIndex:
         )
         results = []
         for row in hits:
-            ids = np.fromiter((hit["id"] for hit in row), dtype=np.int64, count=len(row))
+            ids = self._ids_array([hit["id"] for hit in row])
             distances = np.fromiter(
                 (round(hit["distance"]) for hit in row), dtype=np.int32, count=len(row)
             )
             results.append((distances, ids))
         return results
+
+    def _ids_array(self, values: list) -> np.ndarray:
+        if self.id_type == "int":
+            return np.asarray(values, dtype=np.int64)
+        return np.asarray(values, dtype=str) if values else np.zeros(0, dtype="U1")
 
     def _range_page(self, query: np.ndarray, low: int, high: int, filter: str):
         """One page of items with ``low <= distance < high`` (and the filter), unordered."""
@@ -352,13 +399,13 @@ class MilvusHammingIndex:
         """The ``count`` smallest ids at exactly ``distance`` from ``query`` (count < PAGE_LIMIT)."""
         bound = None
         while True:
-            filter = "" if bound is None else f"id <= {bound}"
+            filter = "" if bound is None else f"id <= {_literal(bound)}"
             distances, ids = self._range_page(query, distance, distance + 1, filter)
             full = ids.shape[0] >= self.page_limit
             ids = np.sort(ids[distances == distance])
             if not full:
                 return ids[:count]
-            bound = int(ids[count - 1])
+            bound = ids[count - 1].item()
 
     def _check_queries(self, query_codes) -> np.ndarray:
         queries = self._packed_codes(query_codes, "query_codes")
@@ -383,7 +430,7 @@ class MilvusHammingIndex:
         queries, total = self._check_queries(query_codes)
         k = min(int(k), total)
         result_distances = np.empty((queries.shape[0], k), np.int32)
-        result_ids = np.empty((queries.shape[0], k), np.int64)
+        result_ids = [self._ids_array([]).reshape(0, k)]
         fetch = min(2 * k + 16, self.page_limit)
         for start in range(0, queries.shape[0], self.query_batch):
             batch = queries[start : start + self.query_batch]
@@ -393,15 +440,16 @@ class MilvusHammingIndex:
                 distances, ids = distances[order], ids[order]
                 kth = distances[k - 1]
                 if ids.shape[0] < fetch or distances[-1] > kth:
-                    result_distances[row], result_ids[row] = distances[:k], ids[:k]
+                    result_distances[row] = distances[:k]
+                    result_ids.append(ids[None, :k])
                     continue
                 closer = distances < kth
                 tied = self._smallest_ids_at(batch[offset], int(kth), k - int(closer.sum()))
                 result_distances[row] = np.concatenate(
                     [distances[closer], np.full(tied.shape, kth, np.int32)]
                 )
-                result_ids[row] = np.concatenate([ids[closer], tied])
-        return result_distances, result_ids
+                result_ids.append(np.concatenate([ids[closer], tied])[None])
+        return result_distances, np.concatenate(result_ids)
 
     def range_search(self, query_codes, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every code within Hamming distance ``radius`` (inclusive): ``(lims, distances, ids)``,
@@ -411,20 +459,22 @@ class MilvusHammingIndex:
         queries, _ = self._check_queries(query_codes)
         radius = min(int(radius), self.bits)
         lims = np.zeros(queries.shape[0] + 1, np.int64)
-        all_distances, all_ids = [np.zeros(0, np.int32)], [np.zeros(0, np.int64)]
+        all_distances, all_ids = [np.zeros(0, np.int32)], [self._ids_array([])]
         for row, query in enumerate(queries):
             pieces = []
             pending = [(None, None)]  # id ranges (low exclusive, high inclusive) to fetch
             while pending:
                 low, high = pending.pop()
-                conditions = [f"id > {low}"] * (low is not None) + [f"id <= {high}"] * (
-                    high is not None
-                )
+                conditions = []
+                if low is not None:
+                    conditions.append(f"id > {_literal(low)}")
+                if high is not None:
+                    conditions.append(f"id <= {_literal(high)}")
                 distances, ids = self._range_page(query, 0, radius + 1, " and ".join(conditions))
                 if ids.shape[0] < self.page_limit:
                     pieces.append((distances, ids))
                     continue
-                middle = int(np.sort(ids)[ids.shape[0] // 2])
+                middle = np.sort(ids)[ids.shape[0] // 2].item()
                 pending.extend([(low, middle), (middle, high)])
             distances = np.concatenate([piece[0] for piece in pieces])
             ids = np.concatenate([piece[1] for piece in pieces])
