@@ -165,3 +165,23 @@ def test_docstring_example(tmp_path):
 
     result = doctest.testmod(milvus_module, extraglobs={"np": np, "tmp_dir": str(tmp_path)})
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_write_and_open_through_stores(tmp_path):
+    from tf_bihalf.search import stores
+
+    rng = np.random.default_rng(12)
+    codes = rng.integers(0, 2, size=(40, 24))
+    ids = np.array([f"clip_{i}.mp4" for i in range(40)])
+    location = str(tmp_path / "codes.db")
+    stores.write_index(location, codes, ids=ids)  # a .db path means Milvus
+    reference = HammingIndex(24, backend="numpy")
+    reference.add(codes, ids=ids)
+    with stores.open_index(location) as index:
+        assert isinstance(index, MilvusHammingIndex) and index.id_type == "str"
+        assert_same(index.search(codes[:3], 10), reference.search(codes[:3], 10))
+    stores.write_index(location, codes[:5], ids=ids[:5], overwrite=True)
+    with stores.open_index(location) as index:
+        assert len(index) == 5
+    with pytest.raises(FileNotFoundError, match="other.db"):
+        stores.open_index(str(tmp_path / "other.db"))

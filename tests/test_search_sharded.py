@@ -182,7 +182,43 @@ def test_bad_arguments(tmp_path):
 def test_docstring_example(tmp_path):
     import doctest
 
-    from tf_bihalf.search import sharded
+    from tf_bihalf.search import sharded, stores
 
-    result = doctest.testmod(sharded, extraglobs={"np": np, "tmp_dir": str(tmp_path / "doc")})
-    assert result.attempted > 0 and result.failed == 0
+    for module in (sharded, stores):
+        result = doctest.testmod(
+            module, extraglobs={"np": np, "os": os, "tmp_dir": str(tmp_path / module.__name__)}
+        )
+        assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+def test_write_and_open_any_index(tmp_path):
+    from tf_bihalf.search import stores
+
+    rng = np.random.default_rng(11)
+    codes = make_codes(rng, 300, 2, distinct=7)
+    ids = np.array([f"img/{i}.jpg" for i in rng.permutation(300)])
+    reference = HammingIndex(16, backend="numpy")
+    reference.add(codes, ids=ids)
+    expected = reference.search(codes[:6], 25)
+    for backend in ("auto", "numpy", "sharded"):
+        location = str(tmp_path / backend)
+        assert stores.write_index(location, codes, bits=16, ids=ids, backend=backend) == location
+        opened = stores.open_index(location)
+        assert isinstance(opened, ShardedHammingIndex if backend == "sharded" else HammingIndex)
+        for mine, theirs in zip(opened.search(codes[:6], 25), expected, strict=True):
+            np.testing.assert_array_equal(mine, theirs)
+    # The sharded store is appended to; overwrite starts it again.
+    stores.write_index(tmp_path / "sharded", codes[:2], bits=16, ids=["x", "y"], backend="sharded")
+    assert len(stores.open_index(tmp_path / "sharded")) == 302
+    stores.write_index(
+        tmp_path / "sharded", codes[:2], bits=16, ids=["x", "y"], backend="sharded", overwrite=True
+    )
+    assert len(stores.open_index(tmp_path / "sharded")) == 2
+    with pytest.raises(FileExistsError):
+        stores.write_index(tmp_path / "numpy", codes, bits=16, backend="numpy")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        stores.write_index(tmp_path / "x", codes, bits=16, backend="annoy")
+    with pytest.raises(FileNotFoundError, match="missing"):
+        stores.open_index(tmp_path / "missing")
+    with pytest.raises(ValueError, match="not a sharded index"):
+        stores.open_index(tmp_path / "numpy", backend="sharded")
