@@ -222,3 +222,9 @@ def test_write_and_open_any_index(tmp_path):
         stores.open_index(tmp_path / "missing")
     with pytest.raises(ValueError, match="not a sharded index"):
         stores.open_index(tmp_path / "numpy", backend="sharded")
+
+
+def test_hamming_index_load_points_to_the_sharded_class(tmp_path):
+    ShardedHammingIndex(tmp_path / "index", bits=8).add(np.zeros((2, 1), np.uint8))
+    with pytest.raises(ValueError, match="open it with tf_bihalf.search.sharded"):
+        HammingIndex.load(tmp_path / "index")

@@ -319,8 +319,14 @@ class HammingIndex:
         if not isinstance(manifest, dict):
             raise ValueError(f"{manifest_path} is not a JSON object.")
         if manifest.get("format") != FORMAT:
+            hint = ""
+            if manifest.get("format") == "tf_bihalf.sharded_hamming_index":
+                hint = (
+                    " It is a sharded index: open it with tf_bihalf.search.sharded."
+                    "ShardedHammingIndex(path) or tf_bihalf.search.stores.open_index(path)."
+                )
             raise ValueError(
-                f"{manifest_path}: format is {manifest.get('format')!r}, expected {FORMAT!r}."
+                f"{manifest_path}: format is {manifest.get('format')!r}, expected {FORMAT!r}.{hint}"
             )
         if manifest.get("format_version") != FORMAT_VERSION:
             raise ValueError(
