@@ -27,7 +27,11 @@ training loop (``tf_bihalf.training.loop``) reads exactly these keys; a task rea
 - ``evaluation``: ``top_k`` (k of the protocol's mAP@k, None = mAP@All), ``extra_top_k`` (more mAP@k to report), ``ties``
   (``"stable"``: equal distances in database order; ``"average"``), ``precision_at`` (N of the
   precision@N curve), ``radius`` (precision within this Hamming radius), ``every_n_epochs``
-  (mAP to TensorBoard every N epochs, monitoring only, 0 = off), ``batch_size`` (encoding).
+  (mAP to TensorBoard every N epochs, monitoring only, 0 = off), ``batch_size`` (encoding),
+  ``validation_fraction`` (hold this share of the TRAINING set out of training as validation
+  queries against the rest; 0 = none) and ``select_epoch`` (``"final"``, the paper's and the
+  default, or ``"best_validation"``: the epoch with the best validation mAP, evaluated every
+  ``every_n_epochs``; the query set never picks an epoch).
 - ``monitor``: the bit monitor's ``sample_size`` (training inputs), ``histogram_bits`` (bits
   with their own U histogram) and ``every_n_epochs``.
 """
@@ -62,6 +66,8 @@ COMMON = {
         "radius": 2,
         "every_n_epochs": 10,
         "batch_size": 256,
+        "validation_fraction": 0.0,
+        "select_epoch": "final",
     },
     "monitor": {"sample_size": 2000, "histogram_bits": 8, "every_n_epochs": 1},
 }

@@ -154,3 +154,38 @@ def test_log_output_is_one_line_per_epoch_without_escape_codes(tmp_path):
     assert len([line for line in output.splitlines() if "/step - loss:" in line]) == 3
     for noise in ("shuffle=True", "structure of `inputs`", "cuInit", "absl::InitializeLog"):
         assert noise not in output, noise
+
+
+def test_best_epoch_is_selected_on_held_out_training_rows_never_the_queries(tmp_path):
+    config = tiny_config(epochs=4)
+    config["evaluation"].update(
+        validation_fraction=0.2, select_epoch="best_validation", every_n_epochs=1
+    )
+    path = str(tmp_path / "run")
+    results = train(config, path)
+    counts = results["data_report"]["counts"]
+    assert (
+        counts["validation"] == round(0.2 * 1437) and counts["train"] == 1437 - counts["validation"]
+    )
+    assert counts["database"] == 1437  # the protocol's database is unchanged
+    with np.load(os.path.join(path, "checkpoints", "best_validation.npz")) as best:
+        epoch, score = int(best["epoch"]), float(best["score"])
+    assert results["training"]["selected_epoch"] == epoch and 1 <= epoch <= 4
+    # The stored score is the best of the validation curve logged to TensorBoard.
+    import tensorflow as tf
+
+    directory = os.path.join(path, "tensorboard", "validation")
+    curve = [
+        float(tf.make_ndarray(value.tensor))
+        for name in os.listdir(directory)
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(directory, name))
+        for value in event.summary.value
+        if value.tag == "retrieval/map"
+    ]
+    assert len(curve) == 4 and score == pytest.approx(max(curve))
+    assert curve.index(max(curve)) + 1 == epoch  # ties keep the earlier epoch
+    # Selecting without a validation split is refused: never on the query set.
+    bad = tiny_config()
+    bad["evaluation"]["select_epoch"] = "best_validation"
+    with pytest.raises(InputError, match="validation_fraction > 0"):
+        train(bad, str(tmp_path / "bad"))

@@ -63,8 +63,17 @@ class AutoencoderTask(Task):
 
     def build_data(self, models, run) -> TaskData:
         config = self.config
-        x_train, _ = self.train_split
+        x_train, y_train = self.train_split
         batch_size = config["evaluation"]["batch_size"]
+        validation = None
+        fraction = config["evaluation"]["validation_fraction"]
+        if fraction:
+            kept, held_out = pipelines.holdout_split(len(x_train), fraction, config["seed"])
+            validation = (
+                pipelines.ordered_batches((x_train[held_out], y_train[held_out]), batch_size),
+                pipelines.ordered_batches((x_train[kept], y_train[kept]), batch_size),
+            )
+            x_train = x_train[kept]
 
         def train(initial_epoch: int):
             return pipelines.epoch_batches(
@@ -86,10 +95,12 @@ class AutoencoderTask(Task):
             report={
                 "counts": {
                     "train": len(x_train),
+                    "validation": len(self.train_split[0]) - len(x_train),
                     "query": len(self.test_split[0]),
-                    "database": len(x_train),
+                    "database": len(self.train_split[0]),
                 }
             },
+            validation=validation,
         )
 
     def display_images(self, split, indices):

@@ -119,6 +119,7 @@ class ImageTask(Task):
         evaluation_batch = config["evaluation"]["batch_size"]
         sample_size = config["monitor"]["sample_size"]
         report = dict(splits.report)
+        validation = None
         if config["feature_cache"]:
             cache_dir = config["cache_dir"] or os.path.join(run.path, "feature_cache")
             cache = FeatureCache.for_hasher(cache_dir, self.hasher, resize=config["resize"])
@@ -133,6 +134,20 @@ class ImageTask(Task):
                 }
             report["feature_extraction"] = extraction
             train_arrays = (cached["train"].features, cached["train"].labels)
+            fraction = config["evaluation"]["validation_fraction"]
+            if fraction:
+                kept, held_out = pipelines.holdout_split(
+                    len(train_arrays[0]), fraction, config["seed"]
+                )
+                validation = tuple(
+                    pipelines.ordered_batches(
+                        tuple(array[rows] for array in train_arrays), evaluation_batch
+                    )
+                    for rows in (held_out, kept)
+                )
+                train_arrays = tuple(array[kept] for array in train_arrays)
+                steps = pipelines.steps_per_epoch(len(kept), batch_size, drop_remainder=True)
+                report["counts"] = dict(report.get("counts", {}), validation=len(held_out))
 
             def train(initial_epoch: int):
                 return pipelines.epoch_batches(
@@ -149,8 +164,12 @@ class ImageTask(Task):
                 return pipelines.ordered_batches((split.features, split.labels), evaluation_batch)
 
             query, database = ordered("query"), ordered("database")
-            monitor_inputs = cached["train"].features[:sample_size]
+            monitor_inputs = train_arrays[0][:sample_size]
         else:
+            if config["evaluation"]["validation_fraction"]:
+                raise InputError(
+                    "evaluation.validation_fraction needs the feature cache (feature_cache=True)."
+                )
 
             def images(name, size, **options):
                 return image_dataset(
@@ -186,6 +205,7 @@ class ImageTask(Task):
             database=database,
             monitor_inputs=monitor_inputs,
             report=report,
+            validation=validation,
         )
 
     def display_images(self, split, indices):

@@ -35,7 +35,12 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from tf_bihalf.callbacks import BitMonitor, RetrievalEvaluation, TrainingTensorBoard
+from tf_bihalf.callbacks import (
+    BestValidationEpoch,
+    BitMonitor,
+    RetrievalEvaluation,
+    TrainingTensorBoard,
+)
 from tf_bihalf.errors import InputError
 from tf_bihalf.training import evaluation, pictures, pipelines, plots, schedules, strategy
 from tf_bihalf.training.checkpoint import TrainingCheckpoint
@@ -146,9 +151,39 @@ def _callbacks(run, config, models, data, checkpoint, schedule_callbacks, progre
                 progress=progress,
             )
         )
+    if data.validation is not None:
+        validation = RetrievalEvaluation(
+            *data.validation,
+            os.path.join(run.tensorboard_dir, "validation"),
+            every_n_epochs=settings["every_n_epochs"] or 1,
+            top_k=settings["top_k"],
+            encoder=models.encoder,
+            progress=progress,
+        )
+        callbacks.append(validation)
+        if settings["select_epoch"] == "best_validation":
+            callbacks.append(BestValidationEpoch(validation, _best_path(run)))
     # The checkpoint last: it saves the state after every other callback ran (e.g. a
     # ReduceLROnPlateau that just changed the rate).
     return [*callbacks, *extra, timer, checkpoint.callback()]
+
+
+def _best_path(run: Workdir) -> str:
+    return os.path.join(run.checkpoint_dir, "best_validation.npz")
+
+
+def _check_selection(config: dict) -> None:
+    settings = config["evaluation"]
+    if settings["select_epoch"] not in ("final", "best_validation"):
+        raise InputError(
+            f"evaluation.select_epoch must be 'final' or 'best_validation'; got "
+            f"{settings['select_epoch']!r}."
+        )
+    if settings["select_epoch"] == "best_validation" and not settings["validation_fraction"]:
+        raise InputError(
+            "evaluation.select_epoch='best_validation' needs evaluation.validation_fraction > 0: "
+            "an epoch is never selected on the query set."
+        )
 
 
 def _fit(
@@ -235,6 +270,7 @@ def train_and_evaluate(
     """
     if task.name != config["task"]:
         raise InputError(f"Config task {config['task']!r} given to the {task.name!r} task.")
+    _check_selection(config)
     progress = default_progress() if progress is None else bool(progress)
     started = time.perf_counter()
     run = prepare_workdir(workdir, config)
@@ -284,6 +320,16 @@ def _train_and_evaluate(task, config, run: Workdir, progress, extra_callbacks, s
         )
     else:
         logging.info("All %d epochs were already trained; evaluating.", config["epochs"])
+    selected_epoch = config["epochs"]
+    if config["evaluation"]["select_epoch"] == "best_validation":
+        best = BestValidationEpoch(None, _best_path(run)).restore(models.train_model)
+        if best is None:
+            raise InputError(
+                "No validation evaluation ran, so no epoch can be selected: set "
+                "evaluation.every_n_epochs >= 1."
+            )
+        selected_epoch = best[0]
+        logging.info("Selected epoch %d (validation mAP %.4f).", best[0], best[1])
 
     evaluation_start = time.perf_counter()
     scores, query, database = evaluate(models, data, config, progress)
@@ -318,10 +364,15 @@ def _train_and_evaluate(task, config, run: Workdir, progress, extra_callbacks, s
         "final_loss": losses[-1] if losses else None,
         **throughput(timer, data.examples_per_epoch),
     }
+    selection = {
+        "select_epoch": config["evaluation"]["select_epoch"],
+        "selected_epoch": selected_epoch,
+    }
     if not losses and os.path.exists(run.results_path):
         # Nothing was trained in this process: keep the training record of the earlier one.
         previous = read_json(run.results_path)["training"]
         training = dict(previous, re_evaluated=True)
+    training.update(selection)
     results = {
         "record": record.to_dict(),
         "config": _to_json(config),

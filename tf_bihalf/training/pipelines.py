@@ -127,3 +127,23 @@ def ordered_batches(arrays, batch_size: int) -> tf.data.Dataset:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}.")
     dataset = tf.data.Dataset.from_tensor_slices(arrays).batch(batch_size)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def holdout_split(num_examples: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(kept, held_out)`` sorted row indices: ``round(fraction * N)`` rows drawn with ``seed``
+    (at least one when ``fraction > 0``), e.g. a validation part of the training set.
+
+    >>> kept, held_out = holdout_split(10, 0.2, seed=0)
+    >>> len(kept), len(held_out), sorted(set(kept) | set(held_out)) == list(range(10))
+    (8, 2, True)
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"The held-out fraction must be in [0, 1); got {fraction!r}.")
+    count = max(1, round(fraction * num_examples)) if fraction > 0 else 0
+    if count >= num_examples:
+        raise ValueError(f"Holding out {count} of {num_examples} rows leaves none to train on.")
+    held_out = np.sort(
+        np.random.default_rng([int(seed), 7]).choice(num_examples, count, replace=False)
+    )
+    kept = np.setdiff1d(np.arange(num_examples), held_out)
+    return kept, held_out

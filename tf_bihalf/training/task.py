@@ -68,6 +68,9 @@ class TaskData:
         database: the same for the retrieval database.
         monitor_inputs: a fixed sample of training inputs for the bit monitor.
         report: what the data check found (counts, excluded files, warnings), or None.
+        validation: ``(query, database)`` batches of a held-out part of the TRAINING set
+            (``evaluation.validation_fraction``), for monitoring and best-epoch selection that
+            never look at the query set; None without one.
     """
 
     train: Callable[[int], tf.data.Dataset]
@@ -77,6 +80,7 @@ class TaskData:
     database: tf.data.Dataset
     monitor_inputs: Any
     report: dict | None = None
+    validation: tuple | None = None
 
 
 @dataclasses.dataclass(frozen=True)
