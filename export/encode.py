@@ -11,7 +11,8 @@ Query it:
 
     python -m export.encode --saved_model DIR/NAME/N --query photo.jpg --index INDEX_DIR -k 10
 
-``--images`` walks a directory (JPEG, PNG, BMP, GIF, WebP; ids are the paths relative to it);
+``--images`` walks a directory (JPEG, PNG, BMP, GIF: the extensions training uses; ids are the
+paths relative to it);
 ``--list`` reads a list file, one image per line, ``path [labels ...]`` (the hashing literature's
 format; labels are ignored; relative paths are resolved against ``--image_root``, by default
 the list file's directory; ids are the paths as written). Images go through the SavedModel's

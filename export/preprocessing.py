@@ -11,6 +11,10 @@ model's size passes through unchanged. Backbone normalisation is inside the enco
 Because the same functions build the SavedModel's ``image_bytes`` signature and decode images
 for ``export.encode``, TFLite calibration and the benchmarks, every path gives the same pixels.
 
+Image files are found and read as training finds and reads them (``tf_bihalf.data.image_files``:
+one extension list, JPEG/PNG/BMP/GIF; regular files only, with a size cap), and every decode is
+preceded by a pixel cap read from the header (``check_pixel_limit``).
+
 Example:
 
 >>> png = tf.io.encode_png(tf.zeros([4, 6, 3], tf.uint8))
@@ -21,66 +25,46 @@ TensorShape([2, 3, 3])
 from __future__ import annotations
 
 import os
-import stat
 
 import numpy as np
 import tensorflow as tf
 
 from export.validation import error_reason
+from tf_bihalf.data.image_files import (
+    DEFAULT_MAX_FILE_BYTES,
+    DEFAULT_MAX_PIXELS,
+    IMAGE_EXTENSIONS,
+    ImageFileError,
+    is_image_file,
+    read_image_file,
+)
 from tf_bihalf.data.image_pipeline import RESIZE_MODES, resize_images
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
-DEFAULT_MAX_FILE_BYTES = 256 * 2**20
-
-
-class ImageFileError(ValueError):
-    """An image file that is refused before it is read: not a regular file, empty, too large."""
-
-
-def read_image_file(path: str, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> bytes:
-    """The bytes of the regular file ``path``, at most ``max_file_bytes`` of them.
-
-    The file is opened with ``O_NONBLOCK`` and checked with ``fstat`` on the open descriptor, so
-    a FIFO, device (``/dev/zero``), socket or directory named ``x.jpg`` is refused without being
-    read (it can neither hang nor stream without end), and the read stops one byte past the cap,
-    so a file that grows while it is read stays bounded too.
-
-    Raises:
-      FileNotFoundError: no such file.
-      ImageFileError: not a regular file, empty, or larger than ``max_file_bytes``.
-      OSError: the file cannot be opened or read (permissions...).
-    """
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-    descriptor = os.open(path, flags)
-    with os.fdopen(descriptor, "rb", buffering=0) as file:
-        status = os.fstat(file.fileno())
-        if not stat.S_ISREG(status.st_mode):
-            raise ImageFileError(
-                f"{path} is not a regular file (a directory, FIFO, socket or device)."
-            )
-        if status.st_size > max_file_bytes:
-            raise ImageFileError(
-                f"{path} has {status.st_size} bytes, more than the limit "
-                f"max_file_bytes={max_file_bytes}."
-            )
-        data = file.read(max_file_bytes + 1)
-    if len(data) > max_file_bytes:
-        raise ImageFileError(
-            f"{path} has more than the limit max_file_bytes={max_file_bytes} bytes."
-        )
-    if not data:
-        raise ImageFileError(f"{path} is empty.")
-    return data
+__all__ = [
+    "DEFAULT_MAX_FILE_BYTES",
+    "DEFAULT_MAX_PIXELS",
+    "IMAGE_EXTENSIONS",
+    "ImageFileError",
+    "check_pixel_limit",
+    "decode_image",
+    "decode_images",
+    "image_dimensions",
+    "list_images",
+    "load_image_arrays",
+    "read_image_file",
+    "short_reason",
+]
 
 
 def short_reason(error: Exception) -> str:
     """``"<ErrorType>: <the informative line of the message>"`` for a file that was skipped."""
+    if isinstance(error, ImageFileError):
+        return f"{type(error).__name__}: {error.detail}"
     if isinstance(error, OSError) and error.strerror:
         return f"{type(error).__name__}: {error.strerror}"
     return f"{type(error).__name__}: {error_reason(error)}"
 
 
-DEFAULT_MAX_PIXELS = 50_000_000
 _HEADER_BYTES = 32
 
 
@@ -223,8 +207,8 @@ def decode_images(
 def list_images(directory: str) -> list[str]:
     """Image files under ``directory`` (recursively), as sorted paths relative to it.
 
-    Files are recognised by extension (``IMAGE_EXTENSIONS``, case-insensitive); hidden files and
-    directories are skipped.
+    Files are recognised by extension (``tf_bihalf.data.image_files.IMAGE_EXTENSIONS``, the
+    list training uses, case-insensitive); hidden files and directories are skipped.
     """
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"Image directory {directory!r} does not exist.")
@@ -232,7 +216,7 @@ def list_images(directory: str) -> list[str]:
     for root, directories, files in os.walk(directory):
         directories[:] = sorted(name for name in directories if not name.startswith("."))
         for name in files:
-            if name.startswith(".") or not name.lower().endswith(IMAGE_EXTENSIONS):
+            if not is_image_file(name):
                 continue
             relative = os.path.relpath(os.path.join(root, name), directory)
             found.append(relative.replace(os.sep, "/"))
@@ -248,8 +232,9 @@ def load_image_arrays(
 ) -> tuple[np.ndarray, list[int], list[tuple]]:
     """Reads and decodes image files into float32 ``(N, H, W, 3)`` with ``decode_image``.
 
-    Files are read with ``read_image_file`` (regular files of at most ``max_file_bytes``) and
-    refused above ``max_pixels`` before decoding.
+    Files are read with ``tf_bihalf.data.image_files.read_image_file`` (regular files of at
+    most ``max_file_bytes``, the reader training uses) and refused above ``max_pixels`` before
+    decoding.
 
     Returns ``(images, kept, failed)``: the decoded images, the indices into ``paths`` they came
     from, and ``(path, reason)`` for every file that could not be read or decoded.
