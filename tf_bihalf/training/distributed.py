@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 
 import keras
@@ -438,14 +439,30 @@ def fit(
             verbose,
         )
     except _COLLECTIVE_ERRORS as error:
-        first_line = (str(getattr(error, "message", error)).strip().splitlines() or [""])[0]
+        summary = _error_summary(error)
         raise WorkerFailure(
             f"multi-worker training failed on {name}: a collective with the other workers "
-            f"failed ({type(error).__name__}: {first_line[:300]}). A worker died, hung past the "
+            f"failed ({type(error).__name__}: {summary}). A worker died, hung past the "
             f"collective timeout ({collective_timeout_s():.0f} s, ${TIMEOUT_ENVIRONMENT_VARIABLE})"
             " or is unreachable: stop every worker and restart all of them; they resume "
             "together from the chief's last epoch checkpoint."
         ) from None
+
+
+def _error_summary(error: Exception, limit: int = 300) -> str:
+    """The informative part of a TensorFlow runtime error: its first lines that are not the
+    generic "Graph execution error", node names or Python frames, without status payloads."""
+    lines = []
+    for line in str(getattr(error, "message", error)).splitlines():
+        line = re.sub(r"\s*\[type\.googleapis\.com/[^\]]*\]", "", line).strip()
+        if not line or line.startswith(("Graph execution error", "Detected at node", "File ")):
+            continue
+        if line.startswith("[[") or line.startswith("The error could be from"):
+            continue
+        lines.append(line)
+        if len(lines) == 2:
+            break
+    return " ".join(lines)[:limit] or "no message"
 
 
 def _run_epochs(
