@@ -409,10 +409,9 @@ class MilvusHammingIndex:
 
     def _check_queries(self, query_codes) -> np.ndarray:
         queries = self._packed_codes(query_codes, "query_codes")
-        total = len(self)
-        if not total:
+        if not len(self):
             raise ValueError("the index is empty: add() codes before searching.")
-        return queries, total
+        return queries
 
     def search(self, query_codes, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The k nearest codes of each query (k <= 16383, Milvus' page limit minus one).
@@ -427,36 +426,50 @@ class MilvusHammingIndex:
             raise ValueError(
                 f"k must be at most {self.page_limit - 1} with the milvus backend; got {k}."
             )
-        queries, total = self._check_queries(query_codes)
-        k = min(int(k), total)
-        result_distances = np.empty((queries.shape[0], k), np.int32)
-        result_ids = [self._ids_array([]).reshape(0, k)]
+        queries = self._packed_codes(query_codes, "query_codes")
+        k = int(k)
+        if not queries.shape[0]:
+            k = min(k, len(self))
+            if not k:
+                raise ValueError("the index is empty: add() codes before searching.")
+            return np.zeros((0, k), np.int32), self._ids_array([]).reshape(0, k)
+        # The collection's size comes from the replies (a page shorter than asked for holds the
+        # whole collection), not from count(*), which can lag just after an insert.
         fetch = min(2 * k + 16, self.page_limit)
+        rows = []
         for start in range(0, queries.shape[0], self.query_batch):
             batch = queries[start : start + self.query_batch]
             for offset, (distances, ids) in enumerate(self._request(batch, fetch)):
-                row = start + offset
+                if not ids.shape[0]:
+                    raise ValueError("the index is empty: add() codes before searching.")
                 order = np.lexsort((ids, distances))
                 distances, ids = distances[order], ids[order]
-                kth = distances[k - 1]
+                count = min(k, ids.shape[0])
+                kth = distances[count - 1]
                 if ids.shape[0] < fetch or distances[-1] > kth:
-                    result_distances[row] = distances[:k]
-                    result_ids.append(ids[None, :k])
+                    rows.append((distances[:count], ids[:count]))
                     continue
                 closer = distances < kth
                 tied = self._smallest_ids_at(batch[offset], int(kth), k - int(closer.sum()))
-                result_distances[row] = np.concatenate(
-                    [distances[closer], np.full(tied.shape, kth, np.int32)]
+                rows.append(
+                    (
+                        np.concatenate([distances[closer], np.full(tied.shape, kth, np.int32)]),
+                        np.concatenate([ids[closer], tied]),
+                    )
                 )
-                result_ids.append(np.concatenate([ids[closer], tied])[None])
-        return result_distances, np.concatenate(result_ids)
+        # Rows differ in length only if codes were added during the search (below ``fetch``).
+        width = min(row[0].shape[0] for row in rows)
+        return (
+            np.stack([row[0][:width] for row in rows]),
+            np.stack([row[1][:width] for row in rows]),
+        )
 
     def range_search(self, query_codes, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every code within Hamming distance ``radius`` (inclusive): ``(lims, distances, ids)``,
         sorted by (distance, id) per query, as in ``HammingIndex.range_search``."""
         if isinstance(radius, bool) or not isinstance(radius, numbers.Integral) or radius < 0:
             raise ValueError(f"radius must be a non-negative integer; got {radius!r}.")
-        queries, _ = self._check_queries(query_codes)
+        queries = self._check_queries(query_codes)
         radius = min(int(radius), self.bits)
         lims = np.zeros(queries.shape[0] + 1, np.int64)
         all_distances, all_ids = [np.zeros(0, np.int32)], [self._ids_array([])]
