@@ -4,9 +4,9 @@
   nearest database items in Hamming distance (ties broken by database index, the project's
   ``ties="stable"`` rule, docs/paper.md, "The metric"), each neighbour framed green when it is
   relevant (shares a label with the query: equal class ids, or a common label of multi-hot
-  vectors) and red when not, with its Hamming distance under it. The qualitative figure of every
-  hashing paper. Writes a PNG and returns the same picture as a uint8 (H, W, 3) array, ready for
-  ``tf.summary.image(name, image[None], step)``.
+  vectors) and red when not, with its Hamming distance and label under it (the query: its index
+  and label). The qualitative figure of every hashing paper. Writes a PNG and returns the same
+  picture as a uint8 (H, W, 3) array, ready for ``tf.summary.image(name, image[None], step)``.
 - ``write_embedding_projector``: the codes as an embedding for TensorBoard's projector (a
   checkpoint holding the variable, ``metadata.tsv`` with the labels, ``projector_config.pbtxt``
   and, with thumbnails, a sprite image), so a user sees how the classes fall apart in Hamming
@@ -301,6 +301,9 @@ def write_retrieval_grid(
         canvas.paste(
             Image.fromarray(_resize(image, (tile_height, tile_width))), (x + FRAME, y + FRAME)
         )
+        limit = tile_width + 2 * FRAME + GAP
+        while len(text) > 1 and draw.textlength(text, font=font) > limit:
+            text = text[:-2] + "…"  # Shortened to the tile's width.
         draw.text((x, y + tile_height + 2 * FRAME), text, fill=(0, 0, 0), font=font)
 
     for row, query in enumerate(examples.query_indices):
@@ -309,7 +312,7 @@ def write_retrieval_grid(
             0,
             queries[query_position[int(query)]],
             QUERY_COLOUR,
-            f"q{query}:{_label_text(query_labels, query, class_names)}",
+            f"#{query} {_label_text(query_labels, query, class_names)}",
         )
         for column in range(columns):
             index = int(examples.neighbours[row, column])
@@ -319,7 +322,8 @@ def write_retrieval_grid(
                 column + 1,
                 database_shown[position[index]],
                 colour,
-                f"d={examples.distances[row, column]}",
+                f"d={examples.distances[row, column]} "
+                f"{_label_text(database_labels, index, class_names)}",
             )
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     canvas.save(path, format="PNG")
