@@ -10,8 +10,9 @@ Worker 0 is the chief: it keeps the command's ``--workdir`` (or the trainer's de
 output is streamed here; it alone writes checkpoints, TensorBoard, ``results.json`` and
 ``encoder.keras``. The other workers get ``--workdir=<a temporary directory>`` (removed at the
 end) and their output goes to a log there, shown if they fail. When one worker fails, the others
-are stopped (SIGTERM, then SIGKILL) and the launcher exits with that worker's status; Ctrl-C
-stops them all. Re-running the same command resumes from the chief's last epoch checkpoint.
+are stopped (SIGTERM, then SIGKILL) and the launcher exits with that worker's status; when the
+chief has finished, the job has succeeded and the others are stopped too (all they have left is
+a copy of the chief's final evaluation); Ctrl-C stops them all. Re-running the same command resumes from the chief's last epoch checkpoint.
 
 ``--collective_timeout_s`` sets ``$TF_BIHALF_COLLECTIVE_TIMEOUT_S`` for the workers (how long a
 collective waits for a dead or hung peer before the job fails). On a GPU machine,
@@ -125,7 +126,7 @@ def launch(
     gpus_per_worker: int = 0,
 ) -> int:
     """Runs ``command`` as ``workers`` local workers (module docstring); returns the job's exit
-    status: 0 when every worker succeeded, else the first failing worker's."""
+    status: 0 when the chief succeeded before any worker failed, else the failing worker's."""
     if workers < 1:
         raise InputError(f"--workers must be >= 1; got {workers}.")
     if not command:
@@ -181,7 +182,9 @@ def launch(
                     message += f" Its last output:\n{_tail(logs[index])}"
                 logging.error("%s", message)
                 break
-            if all(code == 0 for code in codes):
+            if codes[0] == 0:
+                # The chief has written everything; the others only repeat its final evaluation
+                # into their scratch directories (every training collective is done).
                 break
             time.sleep(POLL_INTERVAL_S)
     except KeyboardInterrupt:
