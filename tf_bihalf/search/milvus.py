@@ -15,8 +15,10 @@ within an inclusive radius). Milvus alone does not give them: at equal distance 
 items in insertion order, its range radius is exclusive, and one request returns at most 16384
 hits. So:
 
-- ``search`` over-fetches ``2k + 16`` neighbours (at most 16384). A query whose last fetched
-  distance exceeds its k-th distance D has every item at D among them: sorting by
+- ``search`` over-fetches ``4k + 64`` neighbours (at most 16384; for top-100 over a billion
+  random 64-bit codes about 50 lie closer than the 100th distance and 180 at it). A query
+  whose last fetched distance exceeds its k-th distance D has every item at D among them:
+  sorting by
   (distance, id) and keeping k is exact. Otherwise the items closer than D are all in the first
   k (BIN_FLAT is exhaustive), and the m smallest ids at exactly D are found by range requests
   ``D <= distance < D + 1`` filtered by ``id <= t``: when a full page comes back, t becomes
@@ -435,7 +437,7 @@ class MilvusHammingIndex:
             return np.zeros((0, k), np.int32), self._ids_array([]).reshape(0, k)
         # The collection's size comes from the replies (a page shorter than asked for holds the
         # whole collection), not from count(*), which can lag just after an insert.
-        fetch = min(2 * k + 16, self.page_limit)
+        fetch = min(4 * k + 64, self.page_limit)
         rows = []
         for start in range(0, queries.shape[0], self.query_batch):
             batch = queries[start : start + self.query_batch]
