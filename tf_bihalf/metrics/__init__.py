@@ -1,5 +1,6 @@
 """Retrieval metrics for binary codes (mAP@k, precision@N, precision-recall by radius) and bit
-statistics. Definitions and conventions: ``docs/retrieval.md``."""
+statistics. ``retrieval_report`` computes all retrieval metrics from one pass. Definitions and
+conventions: ``docs/retrieval.md``."""
 
 from tf_bihalf.metrics.bits import bit_balance, bit_correlation, bit_entropy
 from tf_bihalf.metrics.retrieval import (
@@ -8,6 +9,7 @@ from tf_bihalf.metrics.retrieval import (
     precision_at_n,
     precision_recall_curve,
     precision_within_radius,
+    retrieval_report,
 )
 
 __all__ = [
@@ -19,4 +21,5 @@ __all__ = [
     "precision_at_n",
     "precision_recall_curve",
     "precision_within_radius",
+    "retrieval_report",
 ]

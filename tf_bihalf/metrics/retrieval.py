@@ -1,6 +1,7 @@
 r"""Retrieval metrics for binary codes: mAP@k, precision@N, precision-recall by Hamming radius.
 
-Definitions (``docs/retrieval.md`` has the long version):
+Definitions (``docs/retrieval.md`` has the long version; the paper's protocol is in
+``docs/paper.md``, "The metric"):
 
 - Distance: the Hamming distance ``d(q, x) = popcount(q XOR x)``; on ±1 codes ``(K - q . x) / 2``.
 - Relevance: a database item is relevant to a query when they share at least one label (class ids:
@@ -19,10 +20,18 @@ Definitions (``docs/retrieval.md`` has the long version):
   and AP@k = 0 when ``R_k = 0``; such a query still counts in the mean. mAP@k is the mean over
   all queries; ``top_k=None`` means k = database size ("mAP@All").
 
-All functions work on query chunks of about 2^19 (query, item) pairs (at least one query):
-every chunk computes its distances by popcount on uint64 words and never materialises a float
-query x database matrix, so the extra memory is about 20 bytes x max(2^19, N) per worker
-thread, whatever the number of queries.
+How it is computed: no ranking is ever sorted. With K+1 possible distances, one pass per query
+gives the histogram of distances (all and relevant items), which is all that ``ties="average"``,
+the precision-recall curve and the radius precision need; a second counting pass in database
+order gives every relevant item's stable rank, ``(items at smaller distances) + (items at its
+distance earlier in the database) + 1`` (see ``tf_bihalf.metrics._counting``). Both passes are
+one compiled loop when ``numba`` is installed, numpy operations otherwise, with identical
+results. ``retrieval_report`` computes every metric from one such pass.
+
+Queries are processed in chunks of about 2^19 (query, item) pairs (at least one query), on
+``num_threads`` threads. Extra memory: with numba, one row of N small integers per thread and
+the per-query histograms; with numpy, about 30 bytes x max(2^19, N) per thread. There is never
+a float query x database matrix.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from tf_bihalf.metrics import _counting
 from tf_bihalf.search import hamming
 
 __all__ = [
@@ -44,16 +54,20 @@ __all__ = [
     "precision_at_n",
     "precision_recall_curve",
     "precision_within_radius",
+    "retrieval_report",
 ]
 
-# About half a million (query, database item) pairs per chunk: the work arrays stay within the
-# CPU caches' reach (~10 MB per worker), and per-chunk Python overhead is negligible.
+# About half a million (query, database item) pairs per chunk: the numpy work arrays stay
+# within the CPU caches' reach (~10 MB per worker), and per-chunk Python overhead is negligible.
 _CHUNK_PAIRS = 1 << 19
-# Class-id labels: a table of per-class low key bits (index << 1 | relevant) saves two passes
-# per chunk when it fits in this many bytes.
-_CLASS_TABLE_BYTES = 64 << 20
+# The compiled kernel needs no (chunk x N) work arrays: larger chunks only cut per-chunk
+# Python overhead (its outputs are (chunk, K+1) histograms).
+_CHUNK_PAIRS_COMPILED = 1 << 23
 _TIES = ("stable", "average")
 _EMPTY = ("zero", "skip")
+# The N of the top-N precision curve reported by default (those above the database size are
+# dropped by ``retrieval_report``).
+DEFAULT_PRECISION_NS = (1, 10, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -131,7 +145,7 @@ def _prepare_labels(query_labels, database_labels, num_queries: int, num_databas
 
 
 class _Problem:
-    """Validated query/database codes and labels, and the per-chunk kernels shared by metrics."""
+    """Validated query/database codes and labels; runs the counting kernel over query chunks."""
 
     def __init__(
         self, query_codes, database_codes, query_labels, database_labels, bits, num_threads
@@ -157,128 +171,58 @@ class _Problem:
             query_labels, database_labels, self.num_queries, self.num_database
         )
         self.num_threads = _resolve_threads(num_threads)
-        self.chunk_rows = max(1, min(self.num_queries, _CHUNK_PAIRS // self.num_database))
-        # Sort keys pack (distance, database index, relevance) into one unsigned integer, so that
-        # a plain sort orders by distance then index and carries the relevance bit along.
-        self.distance_shift = 1 + max(1, int(self.num_database - 1).bit_length())
-        key_bits = self.distance_shift + int(self.bits).bit_length()
-        if key_bits > 64:
-            raise ValueError("database too large for 64-bit sort keys.")
-        self.key_dtype = np.dtype(np.uint32 if key_bits <= 32 else np.uint64)
-        self.index_part = np.arange(self.num_database, dtype=self.key_dtype) << self.key_dtype.type(
-            1
-        )
-        self.class_rows = self._class_key_table()
+        self.use_numba = _counting.backend() == "numba"
+        pairs = _CHUNK_PAIRS_COMPILED if self.use_numba else _CHUNK_PAIRS
+        self.chunk_rows = max(1, min(self.num_queries, pairs // self.num_database))
         self._local = threading.local()
 
-    def _class_key_table(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """For class-id labels: per class, the low key bits ``index << 1 | relevant`` of every
-        database item, and each query's row in that table (a class absent from the database
-        gets an extra row with no relevant item). None when multi-label or too large."""
-        labels = self.labels
-        if labels.multi_label:
-            return None
-        classes, database_class = np.unique(labels.database, return_inverse=True)
-        if (classes.size + 1) * self.num_database * self.key_dtype.itemsize > _CLASS_TABLE_BYTES:
-            return None
-        table = np.empty((classes.size + 1, self.num_database), dtype=self.key_dtype)
-        table[:] = self.index_part
-        for row in range(classes.size):
-            table[row] |= (database_class == row).astype(self.key_dtype)
-        query_row = np.searchsorted(classes, labels.query)
-        present = query_row < classes.size
-        present[present] = classes[query_row[present]] == labels.query[present]
-        return table, np.where(present, query_row, classes.size)
-
-    # Work arrays, one set per thread, allocated once.
-    def _buffers(self, rows: int) -> dict[str, np.ndarray]:
+    def _buffers(self) -> dict[str, np.ndarray]:
+        """Work arrays, one set per thread, allocated once."""
         buffers = getattr(self._local, "buffers", None)
         if buffers is None:
-            shape = (self.chunk_rows, self.num_database)
-            buffers = {
-                "scratch": np.empty(shape, dtype=np.uint64),
-                "label_scratch": np.empty(shape, dtype=np.uint64),
-                "counts": np.empty(shape, dtype=np.uint8),
-                "relevant": np.empty(shape, dtype=np.bool_),
-                "keys": np.empty(shape, dtype=self.key_dtype),
-                "distances": np.empty(shape, dtype=hamming.distance_dtype(2 * self.bits + 1)),
-            }
+            values_dtype = hamming.distance_dtype(2 * self.bits + 1)
+            if self.use_numba:
+                buffers = {
+                    "values": np.empty((1, self.num_database), dtype=values_dtype),
+                    "records": np.empty((2, self.num_database), dtype=np.int64),
+                }
+            else:
+                shape = (self.chunk_rows, self.num_database)
+                buffers = {
+                    "values": np.empty(shape, dtype=values_dtype),
+                    "scratch": np.empty(shape, dtype=np.uint64),
+                    "counts": np.empty(shape, dtype=np.uint8),
+                    "relevant": np.empty(shape, dtype=np.bool_),
+                }
+                if self.labels.multi_label:
+                    buffers["label_scratch"] = np.empty(shape, dtype=np.uint64)
             self._local.buffers = buffers
-        return {name: array[:rows] for name, array in buffers.items()}
+        return buffers
 
-    def _relevance_into(self, start: int, stop: int, buffers: dict[str, np.ndarray]) -> np.ndarray:
-        relevant = buffers["relevant"]
-        labels = self.labels
-        if not labels.multi_label:
-            np.equal(labels.database[None, :], labels.query[start:stop, None], out=relevant)
-            return relevant
-        accumulated = buffers["label_scratch"]
-        for word in range(labels.query.shape[1]):
-            target = accumulated if word == 0 else buffers["scratch"]
-            np.bitwise_and(
-                labels.database[word][None, :], labels.query[start:stop, word, None], out=target
-            )
-            if word:
-                np.bitwise_or(accumulated, target, out=accumulated)
-        np.not_equal(accumulated, 0, out=relevant)
-        return relevant
-
-    def sorted_keys(self, start: int, stop: int, length: int) -> np.ndarray:
-        """Sort keys of queries [start, stop), the first ``length`` of each row in rank order.
-
-        Key = distance << distance_shift | index << 1 | relevant; sorting the keys sorts by
-        (distance, database index), i.e. the stable ranking.
-        """
-        buffers = self._buffers(stop - start)
-        keys = buffers["keys"]
-        hamming.hamming_into(
-            self.query_words[start:stop],
+    def statistics(
+        self, start: int, stop: int, ks: Sequence[int] = (), ns: Sequence[int] = ()
+    ) -> _counting.ChunkStatistics:
+        """Histograms of queries [start, stop), stable AP@k sums for each k in ``ks`` and hit
+        counts for each n in ``ns``."""
+        return _counting.chunk_statistics(
+            self.query_words,
             self.database_words,
-            keys,
-            buffers["scratch"],
-            buffers["counts"],
+            self.labels,
+            start,
+            stop,
+            self.bits,
+            np.asarray(ks, dtype=np.int64).reshape(-1),
+            np.asarray(ns, dtype=np.int64).reshape(-1),
+            self._buffers(),
+            use_numba=self.use_numba,
         )
-        np.left_shift(keys, self.key_dtype.type(self.distance_shift), out=keys)
-        if self.class_rows is not None:
-            table, query_row = self.class_rows
-            for row, table_row in enumerate(query_row[start:stop]):
-                np.bitwise_or(keys[row], table[table_row], out=keys[row])
-        else:
-            np.bitwise_or(keys, self.index_part[None, :], out=keys)
-            relevant = self._relevance_into(start, stop, buffers)
-            np.bitwise_or(keys, relevant, out=keys)
-        if length < self.num_database:
-            keys.partition(length - 1, axis=1)
-            head = keys[:, :length]
-            head.sort(axis=1)
-            return head
-        keys.sort(axis=1)
-        return keys
 
-    def histograms(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        """Per-query counts of all and of relevant items at each distance 0..K: two (c, K+1)."""
-        buffers = self._buffers(stop - start)
-        distances = buffers["distances"]
-        hamming.hamming_into(
-            self.query_words[start:stop],
-            self.database_words,
-            distances,
-            buffers["scratch"],
-            buffers["counts"],
-        )
-        np.left_shift(distances, distances.dtype.type(1), out=distances)
-        relevant = self._relevance_into(start, stop, buffers)
-        np.bitwise_or(distances, relevant, out=distances)
-        bins = 2 * (self.bits + 1)
-        counts = np.stack([np.bincount(row, minlength=bins) for row in distances])
-        counts = counts.reshape(stop - start, self.bits + 1, 2)
-        return counts.sum(axis=2), counts[:, :, 1].copy()
-
-    def map_chunks(self, function: Callable[[int, int], np.ndarray]) -> np.ndarray:
-        """Applies ``function(start, stop)`` to every query chunk; concatenates the results."""
+    def map_chunks(self, function: Callable[[int, int], object]):
+        """Applies ``function(start, stop)`` to every query chunk and concatenates the results
+        along the query axis (per key when it returns dicts of arrays)."""
         starts = range(0, self.num_queries, self.chunk_rows)
 
-        def run(start: int) -> np.ndarray:
+        def run(start: int):
             return function(start, min(start + self.chunk_rows, self.num_queries))
 
         if self.num_threads == 1 or len(starts) == 1:
@@ -286,6 +230,11 @@ class _Problem:
         else:
             with concurrent.futures.ThreadPoolExecutor(self.num_threads) as pool:
                 results = list(pool.map(run, starts))
+        if isinstance(results[0], dict):
+            return {
+                key: np.concatenate([result[key] for result in results], axis=0)
+                for key in results[0]
+            }
         return np.concatenate(results, axis=0)
 
 
@@ -417,6 +366,98 @@ def _expected_average_precision(
 
 
 # ---------------------------------------------------------------------------------------------
+# Per-chunk quantities shared by the single metrics and retrieval_report (so that both give
+# bit-identical numbers).
+
+
+def _stable_ap(statistics: _counting.ChunkStatistics, column: int) -> np.ndarray:
+    """Per-query stable AP@k from the kernel's sums (0 where no relevant item is in the top k)."""
+    found = statistics.ap_found[:, column]
+    return np.divide(
+        statistics.ap_sum[:, column], found, out=np.zeros(found.shape), where=found > 0
+    )
+
+
+def _average_found(statistics: _counting.ChunkStatistics, values: np.ndarray) -> np.ndarray:
+    """Expected relevant items among the first n (random order within distances), (c, len)."""
+    counts, relevant = statistics.histogram, statistics.relevant_histogram
+    rows = np.arange(counts.shape[0])
+    cumulative_counts = np.cumsum(counts, axis=1)
+    cumulative_relevant = np.cumsum(relevant, axis=1)
+    result = np.empty((counts.shape[0], values.size))
+    for column, n in enumerate(values):
+        bucket = np.argmax(cumulative_counts >= n, axis=1)
+        before = cumulative_counts[rows, bucket] - counts[rows, bucket]
+        relevant_before = cumulative_relevant[rows, bucket] - relevant[rows, bucket]
+        fraction = relevant[rows, bucket] / counts[rows, bucket]
+        result[:, column] = relevant_before + (n - before) * fraction
+    return result
+
+
+def _radius_arrays(statistics: _counting.ChunkStatistics) -> dict[str, np.ndarray]:
+    """Per query, items and relevant items retrieved within radius 0..K (cumulative counts)."""
+    return {
+        "retrieved": np.cumsum(statistics.histogram, axis=1),
+        "relevant_retrieved": np.cumsum(statistics.relevant_histogram, axis=1),
+    }
+
+
+def _check_ns(ns, num_database: int, drop_large: bool = False) -> np.ndarray:
+    values = np.atleast_1d(np.asarray(ns))
+    if values.size and values.dtype.kind in "iu" and drop_large:
+        values = values[values <= num_database]
+        if values.size == 0:
+            return values.astype(np.int64)
+    if (
+        values.size == 0
+        or values.dtype.kind not in "iu"
+        or values.min() < 1
+        or values.max() > num_database
+    ):
+        raise ValueError(
+            f"ns must be integers between 1 and the database size ({num_database}); got {ns!r}."
+        )
+    return values.astype(np.int64)
+
+
+def _check_empty(empty: str) -> str:
+    if empty not in _EMPTY:
+        raise ValueError(f"empty must be one of {_EMPTY}; got {empty!r}.")
+    return empty
+
+
+def _check_radius(radius, bits: int) -> int:
+    if isinstance(radius, bool) or not isinstance(radius, numbers.Integral) or radius < 0:
+        raise ValueError(f"radius must be a non-negative integer; got {radius!r}.")
+    return min(int(radius), bits)
+
+
+def _mean_precision(
+    retrieved: np.ndarray, relevant_retrieved: np.ndarray, empty: str
+) -> np.ndarray:
+    precision = np.divide(
+        relevant_retrieved, retrieved, out=np.zeros(retrieved.shape), where=retrieved > 0
+    )
+    if empty == "zero":
+        return precision.mean(axis=0)
+    answered = (retrieved > 0).sum(axis=0)
+    return np.divide(
+        precision.sum(axis=0), answered, out=np.full(answered.shape, np.nan), where=answered > 0
+    )
+
+
+def _mean_recall(retrieved: np.ndarray, relevant_retrieved: np.ndarray) -> np.ndarray:
+    total_relevant = relevant_retrieved[:, -1:]
+    recall = np.divide(
+        relevant_retrieved,
+        total_relevant,
+        out=np.zeros(retrieved.shape),
+        where=total_relevant > 0,
+    )
+    return recall.mean(axis=0)
+
+
+# ---------------------------------------------------------------------------------------------
 # Public metrics
 
 
@@ -443,24 +484,15 @@ def average_precision(
         tables = _Tables(problem.num_database)
 
         def expected(start: int, stop: int) -> np.ndarray:
-            counts, relevant = problem.histograms(start, stop)
-            return _expected_average_precision(counts, relevant, length, tables)
+            statistics = problem.statistics(start, stop)
+            return _expected_average_precision(
+                statistics.histogram, statistics.relevant_histogram, length, tables
+            )
 
         return problem.map_chunks(expected)
 
-    reciprocal_rank = 1.0 / np.arange(1, length + 1, dtype=np.float64)
-
     def stable(start: int, stop: int) -> np.ndarray:
-        keys = problem.sorted_keys(start, stop, length)
-        relevant = np.empty(keys.shape, dtype=np.bool_)
-        np.bitwise_and(keys, 1, out=relevant, casting="unsafe")
-        result = np.zeros(stop - start)
-        for row in range(stop - start):
-            positions = np.flatnonzero(relevant[row])
-            if positions.size:
-                found = np.arange(1, positions.size + 1, dtype=np.float64)
-                result[row] = np.dot(found, reciprocal_rank[positions]) / positions.size
-        return result
+        return _stable_ap(problem.statistics(start, stop, ks=[length]), 0)
 
     return problem.map_chunks(stable)
 
@@ -487,8 +519,11 @@ def mean_average_precision(
 
     Ties (items at equal distance):
 
-    - ``"stable"``: ordered by database index. Computed exactly by sorting, per query, keys
-      ``distance << s | index << 1 | relevant`` (a partial sort when k < N).
+    - ``"stable"``: ordered by database index. Computed exactly without sorting: a relevant
+      item j at distance d_j has rank ``C_<(d_j) + #{i < j: d_i = d_j} + 1`` and is the
+      ``P_<(d_j) + #{i < j: d_i = d_j, rel_i} + 1``-th relevant item, where C_< and P_< count
+      all and relevant items at smaller distances; the counts come from a histogram pass and a
+      second pass with one running counter per distance.
     - ``"average"``: the expectation of AP@k over a uniformly random order within each distance.
       With n_b items, r_b of them relevant, at distance b, O_b items and P_b relevant items at
       smaller distances, and H(x) = 1 + 1/2 + ... + 1/x, a bucket ranked entirely within the top
@@ -582,70 +617,23 @@ def precision_at_n(
         query_codes, database_codes, query_labels, database_labels, bits, num_threads
     )
     scalar = np.ndim(ns) == 0
-    values = np.atleast_1d(np.asarray(ns))
-    if (
-        values.size == 0
-        or values.dtype.kind not in "iu"
-        or values.min() < 1
-        or values.max() > problem.num_database
-    ):
-        raise ValueError(
-            f"ns must be integers between 1 and the database size ({problem.num_database}); got {ns!r}."
-        )
-    values = values.astype(np.int64)
-    longest = int(values.max())
+    values = _check_ns(ns, problem.num_database)
     if ties == "stable":
 
         def found(start: int, stop: int) -> np.ndarray:
-            keys = problem.sorted_keys(start, stop, longest)
-            relevant = np.empty(keys.shape, dtype=np.int32)
-            np.bitwise_and(keys, 1, out=relevant, casting="unsafe")
-            return np.cumsum(relevant, axis=1)[:, values - 1].astype(np.float64)
+            return problem.statistics(start, stop, ns=values).hits.astype(np.float64)
 
     else:
 
         def found(start: int, stop: int) -> np.ndarray:
-            counts, relevant = problem.histograms(start, stop)
-            cumulative_counts = np.cumsum(counts, axis=1)
-            cumulative_relevant = np.cumsum(relevant, axis=1)
-            result = np.empty((stop - start, values.size))
-            for column, n in enumerate(values):
-                bucket = np.argmax(cumulative_counts >= n, axis=1)
-                rows = np.arange(stop - start)
-                before = cumulative_counts[rows, bucket] - counts[rows, bucket]
-                relevant_before = cumulative_relevant[rows, bucket] - relevant[rows, bucket]
-                fraction = relevant[rows, bucket] / counts[rows, bucket]
-                result[:, column] = relevant_before + (n - before) * fraction
-            return result
+            return _average_found(problem.statistics(start, stop), values)
 
     precision = problem.map_chunks(found).mean(axis=0) / values
     return precision[0] if scalar else precision
 
 
-def _radius_counts(problem: _Problem) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per query, cumulative retrieved and relevant-retrieved counts at radius 0..K, and R."""
-
-    def counts(start: int, stop: int) -> np.ndarray:
-        all_counts, relevant = problem.histograms(start, stop)
-        return np.stack([np.cumsum(all_counts, axis=1), np.cumsum(relevant, axis=1)], axis=1)
-
-    stacked = problem.map_chunks(counts)
-    retrieved, relevant_retrieved = stacked[:, 0], stacked[:, 1]
-    return retrieved, relevant_retrieved, relevant_retrieved[:, -1]
-
-
-def _mean_precision(
-    retrieved: np.ndarray, relevant_retrieved: np.ndarray, empty: str
-) -> np.ndarray:
-    precision = np.divide(
-        relevant_retrieved, retrieved, out=np.zeros(retrieved.shape), where=retrieved > 0
-    )
-    if empty == "zero":
-        return precision.mean(axis=0)
-    answered = (retrieved > 0).sum(axis=0)
-    return np.divide(
-        precision.sum(axis=0), answered, out=np.full(answered.shape, np.nan), where=answered > 0
-    )
+def _radius_counts(problem: _Problem) -> dict[str, np.ndarray]:
+    return problem.map_chunks(lambda start, stop: _radius_arrays(problem.statistics(start, stop)))
 
 
 def precision_recall_curve(
@@ -678,23 +666,16 @@ def precision_recall_curve(
       dict with ``"radius"`` (int, K+1), ``"precision"``, ``"recall"`` (float64, K+1) and
       ``"retrieved"`` (mean number of items retrieved per query at each radius).
     """
-    if empty not in _EMPTY:
-        raise ValueError(f"empty must be one of {_EMPTY}; got {empty!r}.")
+    empty = _check_empty(empty)
     problem = _Problem(
         query_codes, database_codes, query_labels, database_labels, bits, num_threads
     )
-    retrieved, relevant_retrieved, total_relevant = _radius_counts(problem)
-    recall = np.divide(
-        relevant_retrieved,
-        total_relevant[:, None],
-        out=np.zeros(retrieved.shape),
-        where=total_relevant[:, None] > 0,
-    )
+    counts = _radius_counts(problem)
     return {
         "radius": np.arange(problem.bits + 1),
-        "precision": _mean_precision(retrieved, relevant_retrieved, empty),
-        "recall": recall.mean(axis=0),
-        "retrieved": retrieved.mean(axis=0),
+        "precision": _mean_precision(counts["retrieved"], counts["relevant_retrieved"], empty),
+        "recall": _mean_recall(counts["retrieved"], counts["relevant_retrieved"]),
+        "retrieved": counts["retrieved"].mean(axis=0),
     }
 
 
@@ -718,13 +699,158 @@ def precision_within_radius(
 
     Example: distances [1, 0, 1, 1], relevance [1, 0, 0, 1]: radius 0 -> 0.0, radius 2 -> 0.5.
     """
-    if empty not in _EMPTY:
-        raise ValueError(f"empty must be one of {_EMPTY}; got {empty!r}.")
+    empty = _check_empty(empty)
     if isinstance(radius, bool) or not isinstance(radius, numbers.Integral) or radius < 0:
         raise ValueError(f"radius must be a non-negative integer; got {radius!r}.")
     problem = _Problem(
         query_codes, database_codes, query_labels, database_labels, bits, num_threads
     )
-    radius = min(int(radius), problem.bits)
-    retrieved, relevant_retrieved, _ = _radius_counts(problem)
-    return float(_mean_precision(retrieved[:, radius], relevant_retrieved[:, radius], empty))
+    radius = _check_radius(radius, problem.bits)
+    counts = _radius_counts(problem)
+    return float(
+        _mean_precision(
+            counts["retrieved"][:, radius], counts["relevant_retrieved"][:, radius], empty
+        )
+    )
+
+
+def retrieval_report(
+    query_codes,
+    database_codes,
+    query_labels,
+    database_labels,
+    *,
+    top_ks: Sequence[int | None] = (None, 1000),
+    precision_ns: Sequence[int] = DEFAULT_PRECISION_NS,
+    radius: int = 2,
+    ties: str = "stable",
+    also_average_ties: bool = True,
+    bits: int | None = None,
+    empty: str = "zero",
+    num_threads: int | None = None,
+) -> dict:
+    r"""Every Hamming-ranking metric from one pass over the query x database distances.
+
+    Distances and relevance are computed once per query chunk; from them one counting pass
+    yields the per-distance histograms (all and relevant items) and the stable ranks of the
+    relevant items, and every metric is derived from those:
+
+    - ``map_at_k``: mAP@k for each k of ``top_ks`` with the ``ties`` rule (as
+      ``mean_average_precision``); ``map_ties_average_at_k``: the same with
+      ``ties="average"`` (when ``also_average_ties``).
+    - ``precision_at_n``: ``P@N = mean_q (relevant among the first N) / N`` with the ``ties``
+      rule (as ``precision_at_n``), for the N of ``precision_ns`` not above the database size.
+    - ``pr_curve``: for r = 0..K, ``precision(r) = mean_q hit_q(r) / ret_q(r)`` and
+      ``recall(r) = mean_q hit_q(r) / R_q`` of the items within distance r (as
+      ``precision_recall_curve``, with ``empty``), and the mean number ``retrieved``.
+    - ``precision_within_radius``: ``precision(radius)`` (as ``precision_within_radius``).
+
+    Each value equals the one of the separate function exactly (same arithmetic on the same
+    counts); the report costs about one of them.
+
+    Worked example (one query, database at distances [1, 0, 1, 1] with relevance [1, 0, 0, 1]):
+    the stable ranking's relevance is 0, 1, 0, 1, so AP@All = (1/2 + 2/4)/2 = 0.5, AP@1 = 0,
+    P@1 = 0, P@2 = P@4 = 1/2; radius 0 retrieves only the irrelevant item 1 (precision 0,
+    recall 0), radius 1 and 2 retrieve everything (precision 1/2, recall 1).
+
+    >>> database = [[1, -1], [1, 1], [-1, 1], [1, -1]]
+    >>> report = retrieval_report(
+    ...     [[1, 1]], database, [0], [0, 1, 1, 0], top_ks=(None, 1), precision_ns=(1, 2, 4, 10)
+    ... )
+    >>> report["map_at_k"], report["map_ties_average_at_k"]
+    ({'All': 0.5, '1': 0.0}, {'All': 0.5, '1': 0.0})
+    >>> report["precision_at_n"]
+    {'n': [1, 2, 4], 'precision': [0.0, 0.5, 0.5]}
+    >>> report["pr_curve"]["precision"], report["pr_curve"]["recall"]
+    ([0.0, 0.5, 0.5], [0.0, 1.0, 1.0])
+    >>> report["precision_within_radius"]
+    {'radius': 2, 'precision': 0.5}
+
+    Args:
+      query_codes, database_codes, query_labels, database_labels, bits, num_threads: as
+        ``mean_average_precision``.
+      top_ks: the k of each mAP@k; None means All (k above the database size also ranks
+        everything). Keys of the result: ``"All"`` for None, ``str(k)`` otherwise.
+      precision_ns: the N of the top-N precision curve; those above the database size are
+        dropped (the result's ``"n"`` lists the ones used).
+      radius: the Hamming radius of ``precision_within_radius`` (clipped to K).
+      ties: ``"stable"`` or ``"average"``: the rule of ``map_at_k`` and ``precision_at_n``.
+      also_average_ties: also report ``map_ties_average_at_k``.
+      empty: precision convention for queries that retrieve nothing within a radius (see
+        ``precision_recall_curve``).
+
+    Returns:
+      A JSON-ready dict: ``ties``, ``map_at_k``, ``map_ties_average_at_k`` (optional),
+      ``precision_at_n`` ({``n``, ``precision``}), ``pr_curve`` ({``radius``, ``precision``,
+      ``recall``, ``retrieved``}), ``precision_within_radius`` ({``radius``, ``precision``}).
+    """
+    ties = _check_ties(ties)
+    empty = _check_empty(empty)
+    if isinstance(radius, bool) or not isinstance(radius, numbers.Integral) or radius < 0:
+        raise ValueError(f"radius must be a non-negative integer; got {radius!r}.")
+    if isinstance(top_ks, (int, type(None))) or len(top_ks) == 0:
+        raise ValueError(
+            f"top_ks must be a non-empty sequence of k (or None = All); got {top_ks!r}."
+        )
+    problem = _Problem(
+        query_codes, database_codes, query_labels, database_labels, bits, num_threads
+    )
+    lengths = [_check_top_k(top_k, problem.num_database) for top_k in top_ks]
+    ns = _check_ns(precision_ns, problem.num_database, drop_large=True)
+    radius = _check_radius(radius, problem.bits)
+    want_average = ties == "average" or also_average_ties
+    tables = _Tables(problem.num_database) if want_average else None
+
+    def chunk(start: int, stop: int) -> dict[str, np.ndarray]:
+        statistics = problem.statistics(
+            start, stop, ks=lengths if ties == "stable" else [], ns=ns if ties == "stable" else []
+        )
+        result = _radius_arrays(statistics)
+        if want_average:
+            result["ap_average"] = np.stack(
+                [
+                    _expected_average_precision(
+                        statistics.histogram, statistics.relevant_histogram, length, tables
+                    )
+                    for length in lengths
+                ],
+                axis=1,
+            )
+        if ties == "stable":
+            result["ap"] = np.stack(
+                [_stable_ap(statistics, column) for column in range(len(lengths))], axis=1
+            )
+            result["found"] = statistics.hits.astype(np.float64)
+        else:
+            result["ap"] = result["ap_average"]
+            result["found"] = _average_found(statistics, ns)
+        return result
+
+    arrays = problem.map_chunks(chunk)
+    names = ["All" if top_k is None else str(int(top_k)) for top_k in top_ks]
+
+    def maps(per_query: np.ndarray) -> dict[str, float]:
+        return {
+            name: float(np.mean(np.ascontiguousarray(per_query[:, column])))
+            for column, name in enumerate(names)
+        }
+
+    retrieved, relevant_retrieved = arrays["retrieved"], arrays["relevant_retrieved"]
+    report = {"ties": ties, "map_at_k": maps(arrays["ap"])}
+    if also_average_ties:
+        report["map_ties_average_at_k"] = maps(arrays["ap_average"])
+    precision = arrays["found"].mean(axis=0) / ns if ns.size else np.zeros(0)
+    report["precision_at_n"] = {"n": ns.tolist(), "precision": precision.tolist()}
+    report["pr_curve"] = {
+        "radius": list(range(problem.bits + 1)),
+        "precision": _mean_precision(retrieved, relevant_retrieved, empty).tolist(),
+        "recall": _mean_recall(retrieved, relevant_retrieved).tolist(),
+        "retrieved": retrieved.mean(axis=0).tolist(),
+    }
+    report["precision_within_radius"] = {
+        "radius": radius,
+        "precision": float(
+            _mean_precision(retrieved[:, radius], relevant_retrieved[:, radius], empty)
+        ),
+    }
+    return report
