@@ -29,6 +29,11 @@ No pickled objects: ``np.load(path)`` reads it with ``allow_pickle=False``.
 (strings) and saves it (a directory that ``python -m tf_bihalf.search`` reads too); ``--query``
 then prints ``query, rank, Hamming distance, id`` for the ``-k`` nearest items, ties broken by
 id. Existing outputs are kept unless ``--overwrite``.
+
+``--backend`` writes ``--index_out`` straight into another kind of index (default ``auto``: the
+``HammingIndex`` directory above): ``sharded`` (memory-mapped shards, searched under a memory
+budget) or ``milvus`` (``--index_out`` is a Milvus Lite ``*.db`` file or a server URI such as
+``http://host:19530``; needs ``pip install 'tf_bihalf[milvus]'``); see ``docs/scale.md``.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from absl import logging
 from export import preprocessing
 from export.saved_model import SavedModelEncoder
 from export.validation import check_float_inputs
+from tf_bihalf.search.stores import INDEX_BACKENDS
 
 
 @dataclasses.dataclass
@@ -217,10 +223,27 @@ def _hamming_index_class():
 
 
 def build_index(
-    collection: EncodedCollection, bits: int, directory: str, overwrite: bool = False
+    collection: EncodedCollection,
+    bits: int,
+    directory: str,
+    overwrite: bool = False,
+    backend: str = "auto",
 ) -> str:
     """Builds a ``tf_bihalf.search.HammingIndex`` over the packed codes, with the collection's
-    ids (strings), and saves it to ``directory`` (``python -m tf_bihalf.search`` reads it too)."""
+    ids (strings), and saves it to ``directory`` (``python -m tf_bihalf.search`` reads it too).
+    Another ``backend`` (``tf_bihalf.search.stores.INDEX_BACKENDS``) writes the codes into that
+    kind of index at ``directory`` instead (a Milvus ``*.db`` file or URI for ``milvus``)."""
+    if backend != "auto":
+        from tf_bihalf.search.stores import write_index
+
+        return write_index(
+            directory,
+            collection.codes_packed,
+            bits=bits,
+            ids=np.array(collection.ids, dtype=str),
+            backend=backend,
+            overwrite=overwrite,
+        )
     index = _hamming_index_class()(bits)
     index.add(collection.codes_packed, ids=np.array(collection.ids, dtype=str))
     return index.save(directory, overwrite=overwrite)
@@ -260,6 +283,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image_root", default=None, help="root for --list's relative paths")
     parser.add_argument("--out", default=None, help="codes .npz to write")
     parser.add_argument("--index_out", default=None, help="also build a Hamming index here")
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        choices=INDEX_BACKENDS,
+        help="kind of index --index_out writes (sharded: a directory; milvus: a .db file or URI)",
+    )
     parser.add_argument("--index", default=None, help="index directory to query")
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an existing --out file / --index_out"
@@ -329,7 +358,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             collection.save(args.out)
             if args.index_out is not None:
-                build_index(collection, encoder.bits, args.index_out, overwrite=args.overwrite)
+                build_index(
+                    collection,
+                    encoder.bits,
+                    args.index_out,
+                    overwrite=args.overwrite,
+                    backend=args.backend,
+                )
             print(
                 f"encoded {len(collection.ids)} items ({encoder.bits} bits) -> {args.out}; "
                 f"skipped {len(collection.skipped)}"

@@ -185,3 +185,21 @@ def test_write_and_open_through_stores(tmp_path):
         assert len(index) == 5
     with pytest.raises(FileNotFoundError, match="other.db"):
         stores.open_index(str(tmp_path / "other.db"))
+
+
+def test_export_encode_writes_into_milvus(tmp_path):
+    from export.encode import EncodedCollection, build_index
+
+    rng = np.random.default_rng(13)
+    codes = rng.choice([-1, 1], size=(30, 16)).astype(np.int8)
+    collection = EncodedCollection(
+        codes=codes,
+        codes_packed=np.packbits(codes > 0, axis=1),
+        ids=[f"{i}.jpg" for i in range(30)],
+    )
+    location = str(tmp_path / "codes.db")
+    assert build_index(collection, 16, location, backend="milvus") == location
+    reference = HammingIndex(16, backend="numpy")
+    reference.add(codes, ids=np.array(collection.ids))
+    with MilvusHammingIndex(location) as index:
+        assert_same(index.search(codes[:4], 6), reference.search(codes[:4], 6))

@@ -228,3 +228,27 @@ def test_hamming_index_load_points_to_the_sharded_class(tmp_path):
     ShardedHammingIndex(tmp_path / "index", bits=8).add(np.zeros((2, 1), np.uint8))
     with pytest.raises(ValueError, match="open it with tf_bihalf.search.sharded"):
         HammingIndex.load(tmp_path / "index")
+
+
+def test_export_encode_writes_into_the_sharded_index(tmp_path):
+    from export.encode import EncodedCollection, build_index, main
+
+    rng = np.random.default_rng(14)
+    codes = rng.choice([-1, 1], size=(30, 16)).astype(np.int8)
+    collection = EncodedCollection(
+        codes=codes,
+        codes_packed=np.packbits(codes > 0, axis=1),
+        ids=[f"{i}.jpg" for i in range(30)],
+    )
+    location = str(tmp_path / "shards")
+    assert build_index(collection, 16, location, backend="sharded") == location
+    reference = HammingIndex(16, backend="numpy")
+    reference.add(codes, ids=np.array(collection.ids))
+    for mine, theirs in zip(
+        ShardedHammingIndex(location).search(codes[:4], 6),
+        reference.search(codes[:4], 6),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(mine, theirs)
+    with pytest.raises(SystemExit):  # an unknown kind is refused by the parser
+        main(["--saved_model", "x", "--inputs", "x.npy", "--out", "c.npz", "--backend", "annoy"])
