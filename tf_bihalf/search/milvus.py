@@ -251,6 +251,8 @@ class MilvusHammingIndex:
         return "milvus"
 
     def __len__(self) -> int:
+        """Rows in the collection (Milvus' ``count(*)``; Milvus Lite was seen to omit the
+        last insert batch right after a 10M-code ingest, so searches never rely on it)."""
         rows = self._client.query(self.collection, filter="", output_fields=["count(*)"])
         return int(rows[0]["count(*)"])
 
