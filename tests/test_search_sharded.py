@@ -252,3 +252,11 @@ def test_export_encode_writes_into_the_sharded_index(tmp_path):
         np.testing.assert_array_equal(mine, theirs)
     with pytest.raises(SystemExit):  # an unknown kind is refused by the parser
         main(["--saved_model", "x", "--inputs", "x.npy", "--out", "c.npz", "--backend", "annoy"])
+
+
+def test_milvus_without_the_extra_is_a_one_line_error(tmp_path, monkeypatch):
+    from tf_bihalf.search import milvus
+
+    monkeypatch.setattr(milvus, "milvus_available", lambda lite=True: False)
+    with pytest.raises(ValueError, match=r"pip install 'tf_bihalf\[milvus\]'"):
+        milvus.MilvusHammingIndex(str(tmp_path / "codes.db"), bits=8)
