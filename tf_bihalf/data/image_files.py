@@ -157,6 +157,10 @@ def read_header(path: str, source, max_pixels: int = DEFAULT_MAX_PIXELS) -> tupl
             f"declares more than {2 * Image.MAX_IMAGE_PIXELS} pixels (Pillow's decompression-bomb "
             f"limit; max_pixels={max_pixels})",
         ) from None
+    except Image.UnidentifiedImageError:
+        raise ImageFileError(
+            path, "corrupt", "has no readable image header (not a recognised image format)"
+        ) from None
     except Exception as error:  # noqa: BLE001  (any failure to read the header means unusable)
         raise ImageFileError(path, "corrupt", f"has no readable image header ({error})") from None
     if image_format not in DECODABLE_FORMATS:
