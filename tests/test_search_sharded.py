@@ -260,3 +260,27 @@ def test_milvus_without_the_extra_is_a_one_line_error(tmp_path, monkeypatch):
     monkeypatch.setattr(milvus, "milvus_available", lambda lite=True: False)
     with pytest.raises(ValueError, match=r"pip install 'tf_bihalf\[milvus\]'"):
         milvus.MilvusHammingIndex(str(tmp_path / "codes.db"), bits=8)
+
+
+def test_many_small_adds_merge_like_a_binary_counter(tmp_path):
+    rng = np.random.default_rng(15)
+    database = make_codes(rng, 52, 1, distinct=3)
+    index = ShardedHammingIndex(tmp_path / "index", bits=8, shard_size=16)
+    written = []
+    original = index._write_shard
+
+    def counting(codes, ids):
+        written.append(ids.shape[0])
+        return original(codes, ids)
+
+    index._write_shard = counting
+    for start in range(0, 52, 4):
+        index.add(database[start : start + 4])
+    # 13 adds of 4 codes: three full shards of 16 and the last 4, not 13 shards; every code
+    # rewritten at most log2(16 / 4) = 2 times after its first write.
+    assert [shard.count for shard in index._shards] == [16, 16, 16, 4]
+    assert sum(written) <= 52 * 3
+    assert len(os.listdir(tmp_path / "index")) == 1 + 2 * 4
+    expected = brute_force(database[:5], database, np.arange(52), 20)
+    for mine, theirs in zip(index.search(database[:5], 20), expected, strict=True):
+        np.testing.assert_array_equal(mine, theirs)

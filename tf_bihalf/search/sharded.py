@@ -13,8 +13,10 @@ to ``HammingIndex`` (and to a brute-force sort by (distance, id)):
   block's k smallest, so merging the per-block lists by (distance, id) and keeping k is exact,
   whatever the order of the shards or how their id ranges overlap.
 
-``add`` appends: new codes first top up the last shard (rewritten under a new name, since shards
-are immutable), then fill new shards of ``shard_size`` codes. The manifest is replaced
+``add`` tops up the last shard when it is not larger than the new codes, appends new shards
+of at most ``shard_size`` codes, and merges the last two shards while the older is not larger
+and both fit (merged shards are rewritten under new names: shards are immutable). Repeated
+small adds thus end in few shards at O(log) rewrites per code. The manifest is replaced
 atomically after the shard files are written, so a reader never sees a half-written index, and
 an interrupted ``add`` leaves the previous index intact.
 
@@ -352,8 +354,10 @@ class ShardedHammingIndex:
     def add(self, codes, ids=None) -> None:
         """Adds codes with unique ids (default: consecutive integers after the largest int id).
 
-        New codes top up the last shard, then fill new shards of ``shard_size``; the manifest
-        is replaced once every new shard is on disk.
+        New codes top up the last shard when it is not larger than them, then fill new shards
+        of ``shard_size``; the last shards are merged while the older is not larger and both fit
+        in one shard. The manifest is replaced once every new shard
+        is on disk, then the merged-away shard files are removed.
 
         Raises:
           ValueError: codes of another length, ids of the wrong length or kind (int vs string,
@@ -392,29 +396,53 @@ class ShardedHammingIndex:
                 raise ValueError(
                     f"ids must be unique; id {_json_id(new_ids[duplicate][0])!r} is already in the index."
                 )
-        shards = list(self._manifest["shards"])
-        replaced = None
-        if self._shards and self._shards[-1].count < self.shard_size:
-            # Top up the last shard: rewrite it merged with the first new codes.
-            last = self._shards[-1]
-            take = min(count, self.shard_size - last.count)
-            merged_ids = np.concatenate([np.asarray(last.ids), new_ids[:take]])
+        # The new codes as pieces of at most shard_size, then the tail is merged: the last two
+        # pieces merge while the older one is not larger and both fit in a shard. A code is
+        # rewritten only when its shard at least doubles, so many small adds cost O(log) writes
+        # per code (a binary counter), not a rewrite of a full last shard each time.
+        stored, pieces, replaced = list(self._shards), [], []
+        if stored and stored[-1].count < self.shard_size and stored[-1].count <= count:
+            # Top up a last shard that is not larger than the new codes (rewrite cost <= count).
+            take = min(count, self.shard_size - stored[-1].count)
+            last = stored.pop()
+            replaced.append(last)
             merged_codes = np.concatenate([np.asarray(last.codes), packed[:take]])
-            merge_order = np.argsort(merged_ids, kind="stable")
-            shards[-1] = self._write_shard(merged_codes[merge_order], merged_ids[merge_order])
-            new_ids, packed = new_ids[take:], packed[take:]
-            replaced = last
-        for start in range(0, new_ids.shape[0], self.shard_size):
-            stop = start + self.shard_size
-            shards.append(self._write_shard(packed[start:stop], new_ids[start:stop]))
+            merged_ids = np.concatenate([np.asarray(last.ids), new_ids[:take]])
+            order = np.argsort(merged_ids, kind="stable")
+            pieces.append((merged_codes[order], merged_ids[order]))
+            packed, new_ids = packed[take:], new_ids[take:]
+        pieces.extend(
+            (packed[start : start + self.shard_size], new_ids[start : start + self.shard_size])
+            for start in range(0, new_ids.shape[0], self.shard_size)
+        )
+        while len(stored) + len(pieces) >= 2:
+            newer = pieces[-1]
+            older = pieces[-2] if len(pieces) >= 2 else stored[-1]
+            older_count = older.count if isinstance(older, _Shard) else older[1].shape[0]
+            newer_count = newer[1].shape[0]
+            if older_count > newer_count or older_count + newer_count > self.shard_size:
+                break
+            if isinstance(older, _Shard):
+                replaced.append(stored.pop())
+                older = (np.asarray(older.codes), np.asarray(older.ids))
+            else:
+                pieces.pop(-2)
+            merged_codes = np.concatenate([older[0], newer[0]])
+            merged_ids = np.concatenate([older[1], newer[1]])
+            order = np.argsort(merged_ids, kind="stable")
+            pieces[-1] = (merged_codes[order], merged_ids[order])
+        shards = [shard.entry for shard in stored]
+        shards.extend(
+            self._write_shard(codes_piece, ids_piece) for codes_piece, ids_piece in pieces
+        )
         self._manifest["shards"] = shards
         self._manifest["count"] = int(self._manifest["count"]) + count
         self._manifest["ids_kind"] = new_kind
         self._write_manifest()
-        self._shards = [_Shard(self.path, entry) for entry in shards]
-        if replaced is not None:
-            for stale in (replaced.codes_path, replaced.ids_path):
-                os.remove(stale)
+        self._shards = stored + [_Shard(self.path, entry) for entry in shards[len(stored) :]]
+        for stale in replaced:
+            for stale_path in (stale.codes_path, stale.ids_path):
+                os.remove(stale_path)
         logging.debug("Added %d codes to %s (%d shards).", count, self.path, self.num_shards)
 
     def reset(self) -> None:
