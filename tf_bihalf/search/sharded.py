@@ -356,8 +356,8 @@ class ShardedHammingIndex:
 
         New codes top up the last shard when it is not larger than them, then fill new shards
         of ``shard_size``; the last shards are merged while the older is not larger and both fit
-        in one shard. The manifest is replaced once every new shard
-        is on disk, then the merged-away shard files are removed.
+        in one shard (an add holds at most about two shards of codes in memory). The manifest is
+        replaced once every new shard is on disk, then the merged-away shard files are removed.
 
         Raises:
           ValueError: codes of another length, ids of the wrong length or kind (int vs string,
