@@ -383,3 +383,17 @@ def test_rows_of_one_table_that_differ_beyond_layer_and_bits_are_flagged(tmp_pat
     text = (tmp_path / "out" / "report.md").read_text()
     assert "differ in `epochs` (100, 30)." in text
     assert "hash_layer_kwargs" not in text  # Each layer's own options are meant to differ.
+
+
+def test_a_resumed_run_marks_its_train_time(tmp_path):
+    make_run(tmp_path, "a", map_value=0.4, seed=0)
+    path = make_run(tmp_path, "b", map_value=0.4, seed=1)
+    results = json.loads(open(os.path.join(path, "results.json")).read())
+    results["training"]["resumed_from_epoch"] = 40
+    with open(os.path.join(path, "results.json"), "w") as file:
+        json.dump(results, file)
+    report = write_report([str(tmp_path)], str(tmp_path / "out"), tensorboard=False)
+    assert report["cells"][0]["resumed"] is True
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "| 100 ± 0 † |" in text
+    assert "† at least one run of the row resumed" in text
