@@ -162,7 +162,11 @@ def check_pixel_limit(image_bytes: tf.Tensor, max_pixels: int = DEFAULT_MAX_PIXE
         "max_pixels={}; resize it before sending it",
         (dimensions[0], dimensions[1], pixels, max_pixels),
     )
-    check = tf.debugging.Assert(pixels <= max_pixels, [message], summarize=1)
+    # Each side is checked too: with both sides within the limit the product cannot overflow.
+    within = tf.reduce_all(
+        tf.stack([dimensions[0] <= max_pixels, dimensions[1] <= max_pixels, pixels <= max_pixels])
+    )
+    check = tf.debugging.Assert(within, [message], summarize=1)
     with tf.control_dependencies([check]):
         return tf.identity(image_bytes)
 

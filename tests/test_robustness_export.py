@@ -145,6 +145,17 @@ def test_header_dimensions_match_pillow(image_format, mode, options):
     assert tuple(preprocessing.image_dimensions(tf.constant(b"")).numpy()) == (0, 0)
 
 
+def test_pixel_check_has_no_overflow_and_names_the_limit():
+    header = struct.pack(">IIBBBBB", 0xFFFFFFFF, 0xFFFFFFFF, 8, 2, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)  # width * height > 2**63.
+    with pytest.raises(tf.errors.InvalidArgumentError, match="more than the limit max_pixels=100"):
+        preprocessing.check_pixel_limit(tf.constant(png), max_pixels=100)
+    small = encode_image(random_images(1, size=(10, 10))[0])
+    assert preprocessing.check_pixel_limit(tf.constant(small), max_pixels=100).numpy() == small
+    with pytest.raises(tf.errors.InvalidArgumentError, match="declares 10x10 = 100 pixels"):
+        preprocessing.check_pixel_limit(tf.constant(small), max_pixels=99)
+
+
 # The subprocess under a memory limit ------------------------------------------------------------
 
 _HOSTILE_SCRIPT = r"""
