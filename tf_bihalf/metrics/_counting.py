@@ -202,8 +202,12 @@ def _statistics_numpy(
         return
     # A stable argsort of 8/16-bit integers is numpy's radix sort: a counting sort, O(N).
     order = np.argsort(values >> 1, axis=1, kind="stable")[:, :longest]
-    relevant_sorted = np.take_along_axis(values, order, axis=1) & 1
-    query_rows, positions = np.nonzero(relevant_sorted)
+    relevant_sorted = np.empty(order.shape, dtype=values.dtype)
+    for row in range(rows):  # per-row take: several times faster than take_along_axis
+        np.take(values[row], order[row], out=relevant_sorted[row])
+    np.bitwise_and(relevant_sorted, relevant_sorted.dtype.type(1), out=relevant_sorted)
+    flat = np.flatnonzero(relevant_sorted)
+    query_rows, positions = np.divmod(flat, longest)
     ranks = positions + 1
     first = np.searchsorted(query_rows, np.arange(rows))
     found = np.arange(1, query_rows.size + 1) - first[query_rows]
