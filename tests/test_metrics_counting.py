@@ -231,6 +231,11 @@ def test_report_against_reference_and_options(implementation):
         also_average_ties=False,
     )
     assert "map_ties_average_at_k" not in report
+    no_curve = metrics.retrieval_report(
+        query, database, query_labels, database_labels, top_ks=(3,), precision_ns=()
+    )
+    assert no_curve["precision_at_n"] == {"n": [], "precision": []}
+    assert no_curve["map_at_k"] == report["map_at_k"]
     assert report["map_at_k"]["3"] == pytest.approx(
         np.mean([reference_ap(ranking, 3) for ranking in rankings]), abs=1e-12
     )

@@ -772,7 +772,7 @@ def retrieval_report(
       top_ks: the k of each mAP@k; None means All (k above the database size also ranks
         everything). Keys of the result: ``"All"`` for None, ``str(k)`` otherwise.
       precision_ns: the N of the top-N precision curve; those above the database size are
-        dropped (the result's ``"n"`` lists the ones used).
+        dropped (the result's ``"n"`` lists the ones used); may be empty.
       radius: the Hamming radius of ``precision_within_radius`` (clipped to K).
       ties: ``"stable"`` or ``"average"``: the rule of ``map_at_k`` and ``precision_at_n``.
       also_average_ties: also report ``map_ties_average_at_k``.
@@ -796,7 +796,11 @@ def retrieval_report(
         query_codes, database_codes, query_labels, database_labels, bits, num_threads
     )
     lengths = [_check_top_k(top_k, problem.num_database) for top_k in top_ks]
-    ns = _check_ns(precision_ns, problem.num_database, drop_large=True)
+    ns = (
+        _check_ns(precision_ns, problem.num_database, drop_large=True)
+        if np.size(precision_ns)
+        else np.zeros(0, dtype=np.int64)
+    )
     radius = _check_radius(radius, problem.bits)
     want_average = ties == "average" or also_average_ties
     tables = _Tables(problem.num_database) if want_average else None
