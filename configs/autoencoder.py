@@ -10,7 +10,8 @@ Command (the data are fetched and verified on first use; see docs/autoencoder.md
 
 Keys beyond configs/_common.py's (read by tf_bihalf.tasks.autoencoder): ``pixels`` (see
 tf_bihalf.data.mnist), ``train_examples`` / ``test_examples`` (first rows only; None = all),
-``hidden`` (hidden layer width).
+``hidden`` (hidden layer width), ``loss.from_probabilities`` (BCE as PyTorch's ``BCELoss``:
+the reference's; measured to train identically to the logits form on MNIST, docs/parity.md).
 
 Settings, as the reference code: 784-256(ReLU)-K encoder, hash layer, K-256(ReLU)-784 sigmoid
 decoder fed the BINARY codes, BCE reconstruction (mean), Adam lr 1e-3 with COUPLED L2 1e-5,
@@ -63,6 +64,9 @@ AUTOENCODER_DEFAULTS = {
     "hash_layer": "bihalf",
     "hash_layer_options": HASH_LAYER_OPTIONS,
     "hidden": 256,
+    # PyTorch's BCELoss on the sigmoid's probabilities (log clamped at -100, its gradient), as
+    # the reference; False: the numerically equivalent logits form (docs/parity.md).
+    "loss": {"from_probabilities": True},
     "optimizer": {
         "name": "adam",
         "learning_rate": 1e-3,

@@ -7,7 +7,8 @@ batches: ``tf_bihalf.training.pipelines.epoch_batches`` (a per-epoch permutation
 ``(seed, epoch)``, each epoch's smaller last batch kept, as PyTorch's ``DataLoader``), target =
 input. Model: ``HashingAutoencoder`` (784-256-K, hash layer, decoder fed the binary codes), loss
 ``BinaryReconstructionLoss`` (mean BCE). Task config keys: ``dataset``, ``data_dir``, ``pixels``,
-``train_examples``, ``test_examples``, ``hidden``, ``monitor.sample_size``,
+``train_examples``, ``test_examples``, ``hidden``, ``loss.from_probabilities``,
+``monitor.sample_size``,
 ``evaluation.batch_size``.
 """
 
@@ -58,7 +59,9 @@ class AutoencoderTask(Task):
             encoder=model.encoder,
             continuous_encoder=model.continuous_encoder,
             export_model=model.encoder,
-            loss=BinaryReconstructionLoss(),
+            loss=BinaryReconstructionLoss(
+                from_probabilities=config["loss"]["from_probabilities"]
+            ),
         )
 
     def build_data(self, models, run) -> TaskData:
