@@ -528,6 +528,22 @@ def test_list_file_parsing(tmp_path):
         list_files.read_list_file(str(tmp_path / "absent.txt"))
 
 
+def test_list_file_paths_only(tmp_path):
+    listed = tmp_path / "images.txt"
+    listed.write_text("# images to encode\na.jpg\n\nsub/b.png 0 1\n/abs/c.jpg\nC:\\x\\d.jpg 3\n")
+    ids, paths = list_files.read_paths(str(listed))
+    assert ids == ["a.jpg", "sub/b.png", "/abs/c.jpg", "C:\\x\\d.jpg"]
+    assert paths[:3] == [str(tmp_path / "a.jpg"), str(tmp_path / "sub/b.png"), "/abs/c.jpg"]
+    assert list_files.read_paths(str(listed), image_root="/r", strip_prefix="C:\\x")[1][3] == (
+        "/r/d.jpg"
+    )
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    with pytest.raises(ValueError, match="names no images"):
+        list_files.read_paths(str(tmp_path / "empty.txt"))
+    with pytest.raises(FileNotFoundError, match="absent.txt"):
+        list_files.read_paths(str(tmp_path / "absent.txt"))
+
+
 def test_list_dataset_multi_hot_and_class_id(tmp_path):
     rng = np.random.RandomState(0)
     labels = (rng.rand(30, 5) < 0.3).astype(np.uint8)

@@ -9,6 +9,10 @@ Empty lines and lines starting with ``#`` are skipped. Relative paths are taken 
 image root (by default the list file's directory). A path may contain spaces only when the
 number of label columns is given (``num_labels``): the line is then split from the right.
 
+This is the one parser of list files in the project: ``read_list_file`` (paths and labels, for
+the protocols and the TFDS builders) and ``read_paths`` (paths only, labels optional, for tools
+that encode images).
+
 Example:
 
 >>> entries = read_list_file("lists/all.txt")                  # doctest: +SKIP
@@ -137,6 +141,37 @@ def read_list_file(
     labels = _parse_labels(path, raw_labels, line_numbers, label_format)
     paths = [resolve_path(item, image_root, strip_prefix) for item in raw_paths]
     return ListEntries(paths, labels, label_format, line_numbers, raw_paths)
+
+
+def read_paths(
+    path: str, image_root: str | None = None, strip_prefix: str | None = None
+) -> tuple[list[str], list[str]]:
+    """Reads the image paths of a list file whose lines may or may not carry labels.
+
+    The first field of every line is the image (labels after it are ignored); empty lines and
+    ``#`` comments are skipped. For tools that only need the images (``export.encode``).
+
+    Returns:
+        ``(ids, paths)``: the paths as written, and resolved on ``image_root`` (default: the
+        list file's directory) by ``resolve_path``.
+
+    Raises:
+        FileNotFoundError: the list file does not exist.
+        InputError: the file names no image.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"List file {path!r} does not exist.")
+    if image_root is None:
+        image_root = os.path.dirname(os.path.abspath(path))
+    ids = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            fields = line.split()
+            if fields and not fields[0].startswith("#"):
+                ids.append(fields[0])
+    if not ids:
+        raise InputError(f"List file {path!r} names no images.")
+    return ids, [resolve_path(item, image_root, strip_prefix) for item in ids]
 
 
 def _parse_labels(path, raw_labels, line_numbers, label_format) -> np.ndarray:
