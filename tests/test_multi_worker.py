@@ -14,6 +14,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from tf_bihalf.errors import InputError
 from tf_bihalf.tasks.autoencoder import AutoencoderTask
@@ -279,5 +280,4 @@ def test_multi_worker_without_tf_config_and_bad_timeouts(monkeypatch):
 
 def test_single_machine_strategies():
     assert strategy.get_strategy("auto").num_replicas_in_sync >= 1
-    one = strategy.get_strategy("one_device")
-    assert isinstance(one, __import__("tensorflow").distribute.OneDeviceStrategy)
+    assert isinstance(strategy.get_strategy("one_device"), tf.distribute.OneDeviceStrategy)
