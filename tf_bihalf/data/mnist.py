@@ -9,8 +9,8 @@ Signature (other areas rely on it)::
   bundled with scikit-learn, offline: a tiny stand-in for tests and smoke runs; its split is
   every 5th image -> test (360), the rest -> train (1,437); pixels 0..16 are divided by 16).
 - ``pixels``:
-  ``"rounded"`` (default, the paper's autoencoder protocol, REFERENCE §3: scaled to [0, 1] then
-  rounded: float32 in {0, 1}, 1 where ``k / 255 >= 0.5``, i.e. ``k >= 128``),
+  ``"rounded"`` (default, the paper's autoencoder protocol, ``docs/paper.md``, "Settings":
+  scaled to [0, 1] then rounded: float32 in {0, 1}, 1 where ``k / 255 >= 0.5``, i.e. ``k >= 128``),
   ``"scaled"`` (float32 ``k / 255`` in [0, 1], no rounding), or
   ``"uint8"`` (the stored values ``k`` in 0..255, unscaled).
 - ``flatten``: ``(N, 784)`` when true, ``(N, 28, 28)`` otherwise.
