@@ -70,17 +70,22 @@ def chunk_kernel(
     thresholds = np.concatenate((ks, ns))
     num_ks = ks.shape[0]
     ranking = thresholds.shape[0] > 0
+    longest = 0
+    for threshold in thresholds:
+        longest = max(longest, threshold)
+    # When the thresholds reach only a small part of the ranking, count the histogram first and
+    # then run the counters only over the items at distances that can rank within them.
+    histogram_first = not ranking or 4 * longest < size
     cut_bucket = np.empty(thresholds.shape[0], dtype=np.int64)
     partial_sum = np.empty(thresholds.shape[0], dtype=np.float64)
     partial_found = np.empty(thresholds.shape[0], dtype=np.int64)
     tables = np.zeros((4, 2 * bins), dtype=np.int64)
     packed = np.zeros(bins, dtype=np.int64)
+    shared = np.empty(size if multi_label else 0, dtype=np.uint64)
     record_distance = records[0]
     record_counter = records[1]
     for row in range(rows):
-        # One pass in database order: distance, relevance, and one running counter per
-        # distance (the histogram once the pass ends). A relevant item's counters at the time
-        # it is met are its position inside its distance bucket, among all and relevant items.
+        # values = 2 * distance + relevant, in loops simple enough for LLVM to vectorise.
         if words == 1:
             query_word = query_words[row, 0]
             for item in range(size):
@@ -92,11 +97,15 @@ def chunk_kernel(
                     distance += _popcount(query_words[row, word] ^ database_words[word, item])
                 values[item] = 2 * distance
         if multi_label:
+            query_label = query_label_words[row, 0]
             for item in range(size):
-                shared = query_label_words[row, 0] & database_label_words[0, item]
-                for word in range(1, label_words):
-                    shared |= query_label_words[row, word] & database_label_words[word, item]
-                values[item] += shared != 0
+                shared[item] = query_label & database_label_words[0, item]
+            for word in range(1, label_words):
+                query_label = query_label_words[row, word]
+                for item in range(size):
+                    shared[item] |= query_label & database_label_words[word, item]
+            for item in range(size):
+                values[item] += shared[item] != 0
         else:
             query_class = query_classes[row]
             for item in range(size):
@@ -104,25 +113,8 @@ def chunk_kernel(
         running[:] = 0
         running_relevant[:] = 0
         count = 0
-        if ranking:
-            # One counter per distance: items met so far << 32 | relevant items met so far.
-            packed[:] = 0
-            for item in range(size):
-                value = np.int64(values[item])
-                distance = value >> 1
-                counter = packed[distance]
-                if value & 1:
-                    packed[distance] = counter + _ITEM_AND_RELEVANT
-                    record_distance[count] = distance
-                    record_counter[count] = counter
-                    count += 1
-                else:
-                    packed[distance] = counter + _ITEM
-            for distance in range(bins):
-                running[distance] = packed[distance] >> 32
-                running_relevant[distance] = packed[distance] & _LOW
-        else:
-            # Histogram only, over four tables to break store-to-load dependencies.
+        if histogram_first:
+            # Histogram over four tables, to break store-to-load dependencies.
             tables[:] = 0
             unrolled = size - size % 4
             for item in range(0, unrolled, 4):
@@ -138,6 +130,10 @@ def chunk_kernel(
                         tables[table, 2 * distance] + tables[table, 2 * distance + 1]
                     )
                     running_relevant[distance] += tables[table, 2 * distance + 1]
+        else:
+            count = _count_in_order(
+                values, bits, packed, record_distance, record_counter, running, running_relevant
+            )
         # Prefix sums: items and relevant items at smaller distances.
         before = 0
         relevant_before = 0
@@ -163,6 +159,10 @@ def chunk_kernel(
             last = max(last, bucket)
             partial_sum[column] = 0.0
             partial_found[column] = 0
+        if histogram_first:
+            count = _count_in_order(
+                values, last, packed, record_distance, record_counter, running, running_relevant
+            )
         # Relevant items in database order: rank = C_<(d) + within + 1 and found = P_<(d) +
         # within_relevant + 1; sum found / rank per distance.
         bucket_sum[:] = 0.0
@@ -184,7 +184,7 @@ def chunk_kernel(
             found = 0
             for distance in range(cut_bucket[column]):
                 total += bucket_sum[distance]
-                found += running_relevant[distance]
+                found += relevant_histogram[row, distance]
             total += partial_sum[column]
             found += partial_found[column]
             if column < num_ks:
@@ -192,3 +192,35 @@ def chunk_kernel(
                 ap_found[row, column] = found
             else:
                 hits[row, column - num_ks] = found
+
+
+@numba.njit(nogil=True, cache=True)
+def _count_in_order(
+    values, limit, packed, record_distance, record_counter, running, running_relevant
+):
+    """The counting pass over the items at distances <= limit, in database order.
+
+    One counter per distance holds ``items met so far << 32 | relevant items met so far``; a
+    relevant item's counter when it is met is its position inside its distance bucket, among
+    all and among relevant items: recorded with its distance. Returns the number of records;
+    ``running`` and ``running_relevant`` receive the final counts for distances <= limit.
+    """
+    packed[:] = 0
+    count = 0
+    for item in range(values.shape[0]):
+        value = np.int64(values[item])
+        distance = value >> 1
+        if distance > limit:
+            continue
+        counter = packed[distance]
+        if value & 1:
+            packed[distance] = counter + _ITEM_AND_RELEVANT
+            record_distance[count] = distance
+            record_counter[count] = counter
+            count += 1
+        else:
+            packed[distance] = counter + _ITEM
+    for distance in range(limit + 1):
+        running[distance] = packed[distance] >> 32
+        running_relevant[distance] = packed[distance] & _LOW
+    return count
