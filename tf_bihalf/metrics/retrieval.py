@@ -29,9 +29,9 @@ one compiled loop when ``numba`` is installed, numpy operations otherwise, with 
 results. ``retrieval_report`` computes every metric from one such pass.
 
 Queries are processed in chunks of about 2^19 (query, item) pairs (at least one query), on
-``num_threads`` threads. Extra memory: with numba, one row of N small integers per thread and
-the per-query histograms; with numpy, about 30 bytes x max(2^19, N) per thread. There is never
-a float query x database matrix.
+``num_threads`` threads. Extra memory: with numba, about 17 bytes x N per thread (25 with
+multi-hot labels) and the per-query histograms; with numpy, about 30 bytes x max(2^19, N) per
+thread. There is never a float query x database matrix.
 """
 
 from __future__ import annotations
