@@ -136,6 +136,8 @@ def test_bad_locations(tmp_path):
         MilvusHammingIndex(str(tmp_path / "codes.sqlite"), bits=8)
     with pytest.raises(FileNotFoundError, match="missing"):
         MilvusHammingIndex(str(tmp_path / "missing" / "codes.db"), bits=8)
+    with pytest.raises(ValueError, match="overfetch must be at least 1"):
+        MilvusHammingIndex(str(tmp_path / "codes.db"), bits=8, overfetch=0.5)
 
 
 def test_connect_retries_then_fails_with_the_uri(monkeypatch):
