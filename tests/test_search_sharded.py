@@ -284,3 +284,19 @@ def test_many_small_adds_merge_like_a_binary_counter(tmp_path):
     expected = brute_force(database[:5], database, np.arange(52), 20)
     for mine, theirs in zip(index.search(database[:5], 20), expected, strict=True):
         np.testing.assert_array_equal(mine, theirs)
+
+
+def test_merge_top_k_fans_out_over_separate_indexes(tmp_path):
+    """Two independent indexes (as on two machines) merged equal one index of the union."""
+    from tf_bihalf.search.sharded import merge_top_k
+
+    rng = np.random.default_rng(16)
+    database = make_codes(rng, 400, 2, distinct=5)
+    ids = rng.permutation(400).astype(np.int64)
+    left, right = HammingIndex(16, backend="numpy"), ShardedHammingIndex(tmp_path / "r", bits=16)
+    left.add(database[::2], ids=ids[::2])
+    right.add(database[1::2], ids=ids[1::2])
+    queries = database[:7]
+    merged = merge_top_k([left.search(queries, 30), right.search(queries, 30)], 30)
+    for mine, theirs in zip(merged, brute_force(queries, database, ids, 30), strict=True):
+        np.testing.assert_array_equal(mine, theirs)

@@ -60,7 +60,7 @@ from tf_bihalf.codes import as_packed_codes, check_bits, packed_width
 from tf_bihalf.search import backends
 from tf_bihalf.search.index import _as_ids, manifest_digest
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "ShardedHammingIndex", "is_sharded_index"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "ShardedHammingIndex", "is_sharded_index", "merge_top_k"]
 
 FORMAT = "tf_bihalf.sharded_hamming_index"
 FORMAT_VERSION = 1
@@ -90,6 +90,24 @@ def _positive_int(value, name: str) -> int:
 
 def _json_id(value):
     return value.item() if isinstance(value, np.generic) else value
+
+
+def merge_top_k(parts, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Merges per-part search results into the k smallest (distance, id) pairs per query.
+
+    Each part is ``(distances, ids)`` of shape (Q, k_part), the k_part smallest (distance, id)
+    pairs of each query within that part (a block, a shard, a machine, a Milvus collection);
+    the parts hold disjoint ids. The k smallest pairs of the union are among the parts' own k
+    smallest, so the result is exactly a search of the union. This is how a search fans out to
+    several indexes (processes or machines) and comes back with ``HammingIndex``'s results.
+
+    >>> merge_top_k([(np.array([[1, 3]]), np.array([[7, 2]])), (np.array([[1]]), np.array([[4]]))], 2)
+    (array([[1, 1]]), array([[4, 7]]))
+    """
+    distances = np.concatenate([np.asarray(part[0]) for part in parts], axis=1)
+    ids = np.concatenate([np.asarray(part[1]) for part in parts], axis=1)
+    order = np.lexsort((ids, distances), axis=-1)[:, :k]
+    return np.take_along_axis(distances, order, axis=1), np.take_along_axis(ids, order, axis=1)
 
 
 class _Shard:
@@ -499,11 +517,9 @@ class ShardedHammingIndex:
         for shard, start, stop in self._blocks():
             block_ids = self._load_block(shard, start, stop)
             distances, positions = self._backend.search(queries, min(k, stop - start))
-            distances = np.concatenate([best_distances, distances], axis=1)
-            found = np.concatenate([best_ids, block_ids[positions]], axis=1)
-            order = np.lexsort((found, distances), axis=-1)[:, :k]
-            best_distances = np.take_along_axis(distances, order, axis=1)
-            best_ids = np.take_along_axis(found, order, axis=1)
+            best_distances, best_ids = merge_top_k(
+                [(best_distances, best_ids), (distances, block_ids[positions])], k
+            )
         self._backend.reset()
         return best_distances, best_ids
 
