@@ -185,6 +185,10 @@ def test_write_and_open_through_stores(tmp_path):
     stores.write_index(location, codes[:5], ids=ids[:5], overwrite=True)
     with stores.open_index(location) as index:
         assert len(index) == 5
+    # Overwrite replaces the collection whatever it held (here: string ids, 24 bits).
+    stores.write_index(location, codes[:7, :16], bits=16, overwrite=True)
+    with stores.open_index(location) as index:
+        assert (len(index), index.bits, index.id_type) == (7, 16, "int")
     with pytest.raises(FileNotFoundError, match="other.db"):
         stores.open_index(str(tmp_path / "other.db"))
 

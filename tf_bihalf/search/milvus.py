@@ -50,7 +50,7 @@ from absl import logging
 from tf_bihalf.codes import as_packed_codes, check_bits, packed_width
 from tf_bihalf.search.index import _as_ids
 
-__all__ = ["MAX_K", "MilvusHammingIndex", "is_milvus_uri", "milvus_available"]
+__all__ = ["MAX_K", "MilvusHammingIndex", "drop_collection", "is_milvus_uri", "milvus_available"]
 
 #: Milvus' limit on hits per request ("topk"); ``search`` accepts k up to one less, so that
 #: each narrowing step of the tie resolution strictly shrinks its id bound.
@@ -122,6 +122,23 @@ def connect(uri: str, token: str = "", attempts: int = 5, retry_delay: float = 1
     raise ConnectionError(
         f"cannot connect to Milvus at {uri} after {attempts} attempts: {last_error}"
     )
+
+
+def drop_collection(
+    uri: str, collection: str = "tf_bihalf_codes", token: str = "", **kwargs
+) -> bool:
+    """Drops ``collection`` at ``uri`` if it exists (whatever its layout); True if it did.
+
+    ``kwargs`` go to ``connect`` (``attempts``, ``retry_delay``).
+    """
+    client = connect(uri, token, **kwargs)
+    try:
+        if not client.has_collection(collection):
+            return False
+        client.drop_collection(collection)
+        return True
+    finally:
+        client.close()
 
 
 class MilvusHammingIndex:

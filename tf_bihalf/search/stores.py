@@ -36,7 +36,7 @@ import numpy as np
 from tf_bihalf.codes import as_packed_codes
 from tf_bihalf.search import backends
 from tf_bihalf.search.index import HammingIndex
-from tf_bihalf.search.milvus import MilvusHammingIndex, is_milvus_uri
+from tf_bihalf.search.milvus import MilvusHammingIndex, drop_collection, is_milvus_uri
 from tf_bihalf.search.sharded import ShardedHammingIndex, is_sharded_index
 
 __all__ = ["INDEX_BACKENDS", "open_index", "write_index"]
@@ -109,9 +109,11 @@ def write_index(
     if backend == "milvus":
         if ids is not None and np.asarray(ids).dtype.kind in "USO":
             options.setdefault("id_type", "str")
+        if overwrite:  # Whatever the old collection held (bits, id type), start a new one.
+            drop_collection(
+                location, options.get("collection", "tf_bihalf_codes"), options.get("token", "")
+            )
         with MilvusHammingIndex(location, bits=bits, **options) as index:
-            if overwrite:
-                index.reset()
             index.add(packed, ids=ids)
         return location
     if is_milvus_uri(location):
