@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import zipfile
 
 import keras
 import numpy as np
@@ -50,7 +49,7 @@ from absl import logging
 
 from export import preprocessing
 from export.saved_model import SavedModelEncoder
-from export.validation import check_float_inputs
+from export.validation import check_float_inputs, load_float_array
 from tf_bihalf.search.stores import INDEX_BACKENDS
 
 
@@ -193,24 +192,6 @@ def encode_inputs(encoder: SavedModelEncoder, inputs, batch_size: int = 256) -> 
     return EncodedCollection(outputs["codes"], outputs["codes_packed"], ids)
 
 
-def load_inputs(path: str) -> np.ndarray:
-    """The float array of a regular ``.npy`` file (no pickle), with a one-line error otherwise."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"Inputs file {path!r} does not exist.")
-    if not os.path.isfile(path):
-        raise ValueError(f"Inputs file {path!r} is not a regular file.")
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except (ValueError, EOFError, OSError, zipfile.BadZipFile) as error:
-        raise ValueError(
-            f"Inputs file {path!r} is not a readable .npy array ({type(error).__name__}: {error})."
-        ) from None
-    if not isinstance(loaded, np.ndarray):
-        loaded.close()
-        raise ValueError(f"Inputs file {path!r} is an .npz archive; pass one .npy array.")
-    return loaded
-
-
 def _hamming_index_class():
     try:
         from tf_bihalf.search import HammingIndex
@@ -333,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         encoder = SavedModelEncoder(args.saved_model)
         if args.inputs is not None:
-            collection = encode_inputs(encoder, load_inputs(args.inputs), args.batch_size)
+            collection = encode_inputs(encoder, load_float_array(args.inputs), args.batch_size)
         elif args.images is not None:
             relative = preprocessing.list_images(args.images)
             if not relative:

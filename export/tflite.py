@@ -49,7 +49,7 @@ from export.saved_model import (
     FLOAT_SIGNATURE,
     SavedModelEncoder,
 )
-from export.validation import check_float_inputs
+from export.validation import check_float_inputs, load_float_array
 from tf_bihalf.codes import pack, packed_width
 
 QUANTIZE_MODES = ("none", "float16", "int8")
@@ -104,14 +104,14 @@ def load_representative_data(
         if not len(images):
             raise ValueError(f"None of the images in {source!r} could be decoded.")
         return images
-    if not os.path.isfile(source):
+    if not os.path.exists(source):
         raise FileNotFoundError(f"Representative data {source!r} does not exist.")
     if not source.endswith(".npy"):
         raise ValueError(
             f"Representative data must be a .npy file of raw float inputs or an image directory; "
             f"got {source!r}."
         )
-    array = np.load(source, allow_pickle=False)
+    array = load_float_array(source, "Representative data")
     array = check_float_inputs(array, encoder.input_shape)
     if not len(array):
         raise ValueError(f"{source!r} holds no examples.")

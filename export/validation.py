@@ -15,7 +15,9 @@ ValueError: Expected inputs of shape (batch, 784); got shape (784,). ...
 
 from __future__ import annotations
 
+import os
 import re
+import zipfile
 
 import numpy as np
 
@@ -55,6 +57,30 @@ def check_float_inputs(inputs, input_shape) -> np.ndarray:
     if not np.all(np.isfinite(array)):
         raise ValueError("Inputs contain NaN or infinite values.")
     return array.astype(np.float32, copy=False)
+
+
+def load_float_array(path: str, what: str = "Inputs") -> np.ndarray:
+    """The array of a regular ``.npy`` file (no pickle), with a one-line error otherwise.
+
+    Raises:
+      FileNotFoundError: no such file.
+      ValueError: not a regular file (a FIFO or device is never read), not a readable ``.npy``
+        (truncated, an ``.npz``, text...).
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{what} file {path!r} does not exist.")
+    if not os.path.isfile(path):
+        raise ValueError(f"{what} file {path!r} is not a regular file.")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile) as error:
+        raise ValueError(
+            f"{what} file {path!r} is not a readable .npy array ({type(error).__name__}: {error})."
+        ) from None
+    if not isinstance(loaded, np.ndarray):
+        loaded.close()
+        raise ValueError(f"{what} file {path!r} is an .npz archive; pass one .npy array.")
+    return loaded
 
 
 def check_image_bytes(images) -> list[bytes]:

@@ -400,3 +400,21 @@ def test_models_encode_empty_inputs():
     assert codes.shape == (0, 12) and codes.dtype == np.int8 and labels.shape == (0, 5)
     autoencoder = HashingAutoencoder(bits=8)
     assert autoencoder.encode(np.zeros((0, 784), np.float32)).shape == (0, 8)
+
+
+def test_tflite_representative_data_errors_are_clear(exported, tmp_path, alarm):
+    from export import tflite
+
+    encoder = SavedModelEncoder(exported["autoencoder"])
+    buffer = io.BytesIO()
+    np.savez(buffer, x=np.zeros((4, 784), np.float32))
+    (tmp_path / "zip.npy").write_bytes(buffer.getvalue()[:100])  # A truncated .npz named .npy.
+    (tmp_path / "archive.npy").write_bytes(buffer.getvalue())
+    os.mkfifo(tmp_path / "fifo.npy")
+    for name, message in [
+        ("zip.npy", "is not a readable .npy array"),
+        ("archive.npy", "is an .npz archive"),
+        ("fifo.npy", "is not a regular file"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            tflite.load_representative_data(str(tmp_path / name), encoder)
