@@ -189,3 +189,37 @@ def test_best_epoch_is_selected_on_held_out_training_rows_never_the_queries(tmp_
     bad["evaluation"]["select_epoch"] = "best_validation"
     with pytest.raises(InputError, match="validation_fraction > 0"):
         train(bad, str(tmp_path / "bad"))
+
+
+def test_evaluation_ranks_once_and_equals_the_separate_metrics(monkeypatch):
+    from tf_bihalf import metrics
+    from tf_bihalf.training import evaluation
+
+    rng = np.random.default_rng(0)
+    query = np.where(rng.random((40, 12)) > 0.5, 1, -1), rng.integers(0, 4, 40)
+    database = np.where(rng.random((300, 12)) > 0.5, 1, -1), rng.integers(0, 4, 300)
+    arguments = (query[0], database[0], query[1], database[1])
+    expected = {
+        "100": metrics.mean_average_precision(*arguments, top_k=100),
+        "All": metrics.mean_average_precision(*arguments),
+        "average": metrics.mean_average_precision(*arguments, top_k=100, ties="average"),
+        "p@n": list(metrics.precision_at_n(*arguments, [1, 10, 200])),
+        "pr": list(metrics.precision_recall_curve(*arguments)["precision"]),
+        "radius": metrics.precision_within_radius(*arguments, radius=2),
+    }
+    for name in (
+        "mean_average_precision",
+        "precision_at_n",
+        "precision_recall_curve",
+        "precision_within_radius",
+    ):  # the one-pass report must not fall back on the per-metric functions
+        monkeypatch.setattr(metrics, name, None)
+    scores = evaluation.evaluate_retrieval(
+        query, database, top_k=100, extra_top_k=[1000], precision_ns=[1, 10, 200, 5000]
+    )
+    assert scores["map"] == expected["100"] and scores["map_at"] == 100
+    assert scores["map_at_k"] == {"100": expected["100"], "All": expected["All"]}
+    assert scores["map_ties_average"] == expected["average"]
+    assert scores["precision_at_n"] == {"n": [1, 10, 200], "precision": expected["p@n"]}
+    assert scores["pr_curve"]["precision"] == expected["pr"]
+    assert scores["precision_within_radius"] == {"radius": 2, "precision": expected["radius"]}

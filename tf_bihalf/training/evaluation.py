@@ -1,9 +1,10 @@
 """Encode a query set and a database, then score Hamming retrieval with ``tf_bihalf.metrics``.
 
 "Aggregate, then compute": codes and labels are collected batch by batch (with a progress bar),
-and every metric is computed once at the end, outside the graph. All metrics come from
-``tf_bihalf.metrics`` (definitions: docs/retrieval.md); this module only gathers them into one
-JSON-ready dict.
+and every metric is computed once at the end, outside the graph, from ONE pass over the query x
+database distances (``tf_bihalf.metrics.retrieval_report``: mAP at every k, precision@N, the PR
+curve and precision within a radius all derive from the same counts). Definitions:
+docs/retrieval.md; this module gathers them into one JSON-ready dict.
 
 Example:
 
@@ -143,40 +144,48 @@ def evaluate_retrieval(
     """
     query_codes, query_labels = query
     database_codes, database_labels = database
-    arguments = (query_codes, database_codes, query_labels, database_labels)
     num_database = len(database_codes)
-    ns = [int(n) for n in precision_ns if 1 <= int(n) <= num_database] or [num_database]
-    results = {
-        "map": metrics.mean_average_precision(*arguments, top_k=top_k, ties=ties),
-        "map_at": "All" if top_k is None or top_k >= num_database else int(top_k),
-        "ties": ties,
-    }
-    results["map_at_k"] = {str(results["map_at"]): results["map"]}
+
+    def normalized(k):  # k >= N ranks the whole database: it is mAP@All
+        return None if k is None or int(k) >= num_database else int(k)
+
+    top_ks = [normalized(top_k)]
     for k in extra_top_k:
-        k = int(k)
-        key = "All" if k >= num_database else str(k)
-        if key not in results["map_at_k"]:
-            results["map_at_k"][key] = metrics.mean_average_precision(
-                *arguments, top_k=min(k, num_database), ties=ties
-            )
-    if also_average_ties and ties != "average":
-        results["map_ties_average"] = metrics.mean_average_precision(
-            *arguments, top_k=top_k, ties="average"
-        )
-    precision = metrics.precision_at_n(*arguments, ns, ties=ties)
-    curve = metrics.precision_recall_curve(*arguments)
+        if normalized(k) not in top_ks:
+            top_ks.append(normalized(k))
+    # One pass over the query x database distances gives every metric (tf_bihalf.metrics).
+    report = metrics.retrieval_report(
+        query_codes,
+        database_codes,
+        query_labels,
+        database_labels,
+        top_ks=top_ks,
+        precision_ns=[int(n) for n in precision_ns if 1 <= int(n) <= num_database]
+        or [num_database],
+        radius=radius,
+        ties=ties,
+        also_average_ties=also_average_ties and ties != "average",
+    )
+    protocol_key = "All" if top_ks[0] is None else str(top_ks[0])
+    results = {
+        "map": report["map_at_k"][protocol_key],
+        "map_at": "All" if top_ks[0] is None else top_ks[0],
+        "ties": ties,
+        "map_at_k": report["map_at_k"],
+    }
+    if "map_ties_average_at_k" in report:
+        results["map_ties_average"] = report["map_ties_average_at_k"][protocol_key]
+        results["map_ties_average_at_k"] = report["map_ties_average_at_k"]
+    curve = report["pr_curve"]
     results.update(
         {
-            "precision_at_n": {"n": ns, "precision": precision},
+            "precision_at_n": report["precision_at_n"],
             "pr_curve": {
                 "radius": curve["radius"],
                 "precision": curve["precision"],
                 "recall": curve["recall"],
             },
-            "precision_within_radius": {
-                "radius": int(radius),
-                "precision": metrics.precision_within_radius(*arguments, radius=radius),
-            },
+            "precision_within_radius": report["precision_within_radius"],
             "bits": bit_statistics(database_codes),
             "num_query": int(len(query_codes)),
             "num_database": int(num_database),
