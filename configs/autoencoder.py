@@ -26,13 +26,14 @@ project's shared 2-core CPU machine: 3 min 11 s for ``python -m trainers.autoenc
 training at ~35k samples/s with XLA and 7 steps per call, mAP to TensorBoard every 10 epochs,
 9 s of final evaluation); 3-4 min under heavier load.
 
-Measured (this config, MNIST, bihalf, 32 bits, seed 0): mAP@All = 0.4309 (tie-averaged 0.4311),
-precision within Hamming radius 2 = 0.842, mean bit entropy 1.000 (2026-11-29, 5 min 33 s on the
-shared machine under load from other jobs). Before the optimizers' scalar coefficients were
-computed as PyTorch does (float64 bias corrections, coefficients rounded to float32 once; see
-docs/parity.md) the same run gave 0.4335 / 0.827: with the old optimizer code the current
-training loop reproduces the old weights bit for bit (checked over 4 epochs), so the change is
-that float32 rounding difference, inside the seed-to-seed spread (0.420-0.440). Sign: 0.3616, sign+reg:
+Measured (this config, MNIST, bihalf, 32 bits, seed 0, 2026-11-29): mAP@All = 0.4346
+(tie-averaged 0.4348), precision within Hamming radius 2 = 0.830, mean bit entropy 1.000; 5 min
+30 s on the shared machine under load from other jobs (19k samples/s; ~35k when idle). History of
+this number: 0.4335 before the optimizers' scalar coefficients were computed as PyTorch does
+(float64 bias corrections; docs/parity.md), 0.4309 with them, 0.4346 with the reference's
+BCELoss on probabilities (``loss.from_probabilities``). With the old optimizer code the current
+training loop reproduces the old run's weights bit for bit (checked over 4 epochs), so the moves
+are float32 rounding differences, inside the seed-to-seed spread (0.420-0.440). Sign: 0.3616, sign+reg:
 0.4066 at 32 bits; 16 / 64 bits and Fashion-MNIST in docs/BENCHMARKS.md ("Autoencoder"). The
 paper gives Fig. 3(d) only as a plot (bihalf above sign and sign+reg at every length, which this
 project reproduces). The monitoring mAP peaks early (0.463 at epoch 10) and drifts down to the
