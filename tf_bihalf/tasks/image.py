@@ -213,7 +213,10 @@ class ImageTask(Task):
         indices = np.asarray(indices)
         if image_set.images is not None:
             return image_set.images[indices]
-        return np.stack([_thumbnail(image_set.paths[index]) for index in indices])
+        thumbnails = [_thumbnail(image_set.paths[index]) for index in indices]
+        return (
+            np.stack(thumbnails) if thumbnails else np.zeros((0, THUMBNAIL, THUMBNAIL, 3), np.uint8)
+        )
 
     def record_fields(self, models) -> RecordFields:
         height, width = (int(size) for size in self.config["image_size"])

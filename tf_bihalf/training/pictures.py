@@ -11,8 +11,8 @@ evaluation:
   database items for TensorBoard's embedding projector, with their labels and thumbnails, so one
   sees how the classes fall apart in Hamming space.
 
-Only the images that are shown are read (``Task.display_images(split, indices)``); a task that
-has no displayable inputs returns None and gets no pictures.
+Only the images that are shown are read (``Task.display_images(split, indices)``, passed as a
+callable); a task that has no displayable inputs returns None and gets no pictures.
 """
 
 from __future__ import annotations
@@ -45,27 +45,19 @@ def write_retrieval_pictures(
     (query_codes, query_labels), (database_codes, database_labels) = query, database
     if query_labels is None or database_labels is None:
         return []
-    examples = retrieval_grid.retrieval_examples(
-        query_labels, database_labels, query_codes, database_codes, NUM_QUERIES, TOP, seed
-    )
-    # Only the shown items are read: the chosen queries and the union of their neighbours (the
-    # top 10 of a query within that union, in database order, is its top 10 in the database).
-    query_rows = examples.query_indices
-    database_rows = np.unique(examples.neighbours)
-    query_images = task.display_images("query", query_rows)
-    database_images = task.display_images("database", database_rows)
-    if query_images is None or database_images is None:
-        return []
+    if task.display_images("query", np.zeros(0, np.int64)) is None:
+        return []  # the task has nothing to show
     path = os.path.join(run.plots_dir, "retrieval.png")
+    # Callables: only the shown queries and neighbours are read (image files stay on disk).
     picture = retrieval_grid.write_retrieval_grid(
         path,
-        query_images,
-        query_labels[query_rows],
-        database_images,
-        database_labels[database_rows],
-        query_codes[query_rows],
-        database_codes[database_rows],
-        num_queries=len(query_rows),
+        lambda rows: task.display_images("query", rows),
+        query_labels,
+        lambda rows: task.display_images("database", rows),
+        database_labels,
+        query_codes,
+        database_codes,
+        num_queries=NUM_QUERIES,
         top=TOP,
         seed=seed,
         image_shape=task.display_shape(),
