@@ -124,6 +124,8 @@ def chunk_statistics(
     kernel = _load_kernel() if use_numba is None or use_numba else False
     if use_numba and not kernel:
         raise ValueError("use_numba=True but numba is not available (pip install numba).")
+    if database_words.shape[1] >= 1 << 31:
+        kernel = False  # the kernel packs per-distance counts into 32-bit halves
     rows = stop - start
     result = _empty_statistics(rows, bits, ks, ns)
     if kernel:

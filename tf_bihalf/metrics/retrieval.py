@@ -171,7 +171,7 @@ class _Problem:
             query_labels, database_labels, self.num_queries, self.num_database
         )
         self.num_threads = _resolve_threads(num_threads)
-        self.use_numba = _counting.backend() == "numba"
+        self.use_numba = _counting.backend() == "numba" and self.num_database < 1 << 31
         pairs = _CHUNK_PAIRS_COMPILED if self.use_numba else _CHUNK_PAIRS
         self.chunk_rows = max(1, min(self.num_queries, pairs // self.num_database))
         self._local = threading.local()
