@@ -138,7 +138,11 @@ def test_hasher_encoder_is_sign_and_batch_independent(tmp_path):
 
 def test_hasher_keras_round_trip_in_fresh_process(tmp_path):
     hasher = ImageHasher(
-        "efficientnet_lite0", bits=8, image_size=32, hash_layer="sign", cubic_penalty=0.1
+        "efficientnet_lite0",
+        bits=8,
+        image_size=32,
+        hash_layer="sign",
+        hash_layer_kwargs={"cubic_penalty": 0.1},
     )
     x = images(3)
     restored = run_model_saving_test(hasher, x)
@@ -412,3 +416,16 @@ def test_custom_backbone_registration():
     hasher = ImageHasher("test_tiny", bits=4, image_size=8)
     assert hasher(images(2, 8)).shape == (2, 4)
     assert "test_tiny" in backbones.available_backbones()
+
+
+def test_legacy_flat_hash_layer_arguments_still_load():
+    """encoder.keras files written before ``hash_layer_kwargs`` held the layer's arguments as
+    top-level config keys; they load with the same layer settings."""
+    hasher = ImageHasher(
+        "vgg16", bits=8, image_size=32, hash_layer="sign", hash_layer_kwargs={"gamma": 0.5}
+    )
+    legacy = dict(hasher.get_config())
+    legacy.update(legacy.pop("hash_layer_kwargs"))
+    restored = ImageHasher.from_config(legacy)
+    assert restored.hash_layer_kwargs == {"gamma": 0.5}
+    assert restored.get_config() == hasher.get_config()

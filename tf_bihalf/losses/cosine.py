@@ -7,7 +7,7 @@ The codes ``b`` should keep the angular structure of the deep features ``x`` the
 
 Pairings:
 
-* ``"half"`` (the reference, REFERENCE §3): the batch of M rows is cut in two halves and row
+* ``"half"`` (the reference, docs/paper.md "Settings"): the batch of M rows is cut in two halves and row
   ``i`` is paired with row ``i + M/2`` (``i < M/2``): ``M/2`` pairs. With an odd M the
   pairs are ``(i, i + floor(M/2))`` and the **last row is left out** (the reference would
   fail on an odd batch; trainers use ``drop_remainder`` batches, which are even). Under

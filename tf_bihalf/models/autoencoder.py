@@ -1,4 +1,4 @@
-"""The hashing autoencoder of the paper's MNIST experiment (Fig. 3; REFERENCE §3).
+"""The hashing autoencoder of the paper's MNIST experiment (Fig. 3; docs/paper.md, "Settings").
 
 ::
 
@@ -134,15 +134,17 @@ class HashingAutoencoder(keras.Model):
         return np.where(np.concatenate(parts) >= 0, 1, -1).astype(np.int8)
 
     def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "bits": self.bits,
-            "hash_layer": self.hash_layer,
-            "hidden": self.hidden,
-            "input_dim": self.input_dim,
-            "hash_layer_kwargs": dict(self.hash_layer_kwargs),
-        }
+        config = super().get_config()  # name, trainable, dtype
+        config.update(
+            {
+                "bits": self.bits,
+                "hash_layer": self.hash_layer,
+                "hidden": self.hidden,
+                "input_dim": self.input_dim,
+                "hash_layer_kwargs": dict(self.hash_layer_kwargs),
+            }
+        )
+        return config
 
     @classmethod
     def from_config(cls, config):

@@ -10,7 +10,7 @@ A ``Backbone`` has two parts:
   output can be computed once and cached on disk (``tf_bihalf.data.feature_cache``);
 * ``top``: what runs at every training step between the cached features and the hash head.
 
-For ``vgg16``/``vgg19`` the split follows the reference (REFERENCE §3, torchvision's
+For ``vgg16``/``vgg19`` the split follows the reference (docs/paper.md, "Settings"; torchvision's
 ``classifier[:6]``): ``extractor`` = conv stack -> flatten -> fc6 -> ReLU (4096-d) and
 ``top`` = dropout(0.5) -> fc7 -> ReLU -> dropout(0.5) (4096-d). fc7 is frozen too, but the
 dropout before it is random at every step, so fc7 cannot be cached. Keras' VGG top has no

@@ -2,7 +2,7 @@
 
 ``ImageHasher`` maps raw RGB images (float32 ``(N, H, W, 3)`` in ``[0, 255]``) to codes
 ``(N, K)``; with ``training=False`` the codes are ``sign(U)`` (±1), so the model itself is the
-encoder a run leaves in ``RUN/encoder.keras``. Its graph, per REFERENCE §3 (VGG16):
+encoder a run leaves in ``RUN/encoder.keras``. Its graph, per docs/paper.md, "Settings" (VGG16):
 
     image -> preprocessing -> conv -> fc6 -> ReLU          (backbone.extractor: frozen, cacheable)
           -> dropout(0.5) -> fc7 -> ReLU -> dropout(0.5)   (backbone.top: frozen weights, per step)
@@ -55,8 +55,10 @@ class ImageHasher(keras.Model):
         image_size: int or ``(height, width)`` of the input images.
         dropout: dropout of the backbone's per-step top; None = the backbone's default
             (0.5 after fc6 and fc7 for VGG, as in the reference; none otherwise).
+        hash_layer_kwargs: keyword arguments of the hash layer (e.g. ``{"gamma": 6.0}`` for
+            bi-half), as ``HashingAutoencoder``'s.
         name: model name.
-        **hash_layer_kwargs: passed to the hash layer (e.g. ``gamma=6.0`` for bi-half).
+        **kwargs: passed to ``keras.Model`` (e.g. ``dtype``, ``trainable``).
 
     Call arguments:
         inputs: float32 ``(N, H, W, 3)`` RGB in ``[0, 255]``.
@@ -67,7 +69,7 @@ class ImageHasher(keras.Model):
 
     Example:
 
-    >>> hasher = ImageHasher("vgg16", bits=8, image_size=32, gamma=6.0)
+    >>> hasher = ImageHasher("vgg16", bits=8, image_size=32, hash_layer_kwargs={"gamma": 6.0})
     >>> sorted(hasher.tail.output)
     ['codes', 'continuous', 'features']
     """
@@ -80,19 +82,21 @@ class ImageHasher(keras.Model):
         weights: str | None = None,
         image_size=224,
         dropout: float | None = None,
+        hash_layer_kwargs: dict | None = None,
         name: str = "image_hasher",
-        **hash_layer_kwargs,
+        **kwargs,
     ):
         if not isinstance(bits, int) or isinstance(bits, bool) or bits < 1:
             raise ValueError(f"bits must be a positive integer; got {bits!r}.")
         if not isinstance(hash_layer, str):
             raise ValueError(f"hash_layer must be a layer name; got {hash_layer!r}.")
+        hash_layer_kwargs = dict(hash_layer_kwargs or {})
         image_size = normalize_image_size(image_size)
         parts = build_backbone(backbone, weights=weights, image_size=image_size, dropout=dropout)
         tail = self._build_tail(parts, bits, hash_layers.get(hash_layer, **hash_layer_kwargs))
         images = keras.Input((*image_size, 3), name="images")
         outputs = tail(parts.extractor(images))
-        super().__init__(images, outputs["codes"], name=name)
+        super().__init__(images, outputs["codes"], name=name, **kwargs)
         self.backbone_name = backbone
         self.bits = bits
         self.hash_layer_name = hash_layer
@@ -167,19 +171,30 @@ class ImageHasher(keras.Model):
         return self(images, training=False)
 
     def get_config(self):
-        return {
-            "backbone": self.backbone_name,
-            "bits": self.bits,
-            "hash_layer": self.hash_layer_name,
-            "weights": None,
-            "image_size": list(self.image_size),
-            "dropout": self.dropout,
-            "name": self.name,
-            **self.hash_layer_kwargs,
-        }
+        config = super().get_config()  # name, trainable, dtype
+        config.update(
+            {
+                "backbone": self.backbone_name,
+                "bits": self.bits,
+                "hash_layer": self.hash_layer_name,
+                "weights": None,
+                "image_size": list(self.image_size),
+                "dropout": self.dropout,
+                "hash_layer_kwargs": dict(self.hash_layer_kwargs),
+            }
+        )
+        return config
 
     @classmethod
     def from_config(cls, config):
+        config = dict(config)
+        if "hash_layer_kwargs" not in config:
+            # Files saved before hash_layer_kwargs: the layer's arguments were top-level keys.
+            known = {"backbone", "bits", "hash_layer", "weights", "image_size", "dropout"}
+            known |= {"name", "trainable", "dtype"}
+            config["hash_layer_kwargs"] = {
+                key: config.pop(key) for key in list(config) if key not in known
+            }
         return cls(**config)
 
 

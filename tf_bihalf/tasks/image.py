@@ -97,7 +97,7 @@ class ImageTask(Task):
             weights=config["weights"],
             image_size=config["image_size"],
             dropout=config["dropout"],
-            **config["hash_layer_kwargs"],
+            hash_layer_kwargs=config["hash_layer_kwargs"],
         )
         model = SimilarityPreservingModel(
             hasher.training_network(from_features=bool(config["feature_cache"])),
