@@ -341,3 +341,23 @@ def test_everything_unreadable_is_a_clear_error(tmp_path):
         path.write_bytes(b"junk")
     with pytest.raises(ValueError, match="none of the 6 listed videos is usable"):
         protocols.ucf101_split1(str(tmp_path))
+
+
+@pytest.mark.parametrize("fraction", [0.5, 0.7, 0.9])
+def test_truncation_is_detected_at_several_points(tmp_path, fraction):
+    path = tmp_path / "v.avi"
+    write_video(path, 60, seed=5)
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * fraction)])
+    info = decode.scan_video(str(path))
+    assert not info.ok and ("truncated" in info.error or "cannot open" in info.error)
+
+
+def test_a_complete_stream_without_its_index_is_usable(tmp_path):
+    # Cutting only the trailing AVI index leaves every frame: not a truncated video.
+    path = tmp_path / "v.avi"
+    write_video(path, 60, seed=5)
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * 0.97)])
+    info = decode.scan_video(str(path))
+    assert info.ok and info.frames == 60

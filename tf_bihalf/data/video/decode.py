@@ -11,7 +11,7 @@ refused, not read), a byte cap per file (``max_bytes``), a pixel cap per frame r
 stream header before anything is decoded (``max_pixels``) and a frame cap (``max_frames``).
 ``scan_video`` decodes a video completely once and returns its frame count or the reason it
 cannot be used (unreadable, no video stream, truncated: fewer frames decoded than the
-container declares); the protocols use it to exclude such videos before they can reach a
+container declares, with the stream data running up to the end of the file); the protocols use it to exclude such videos before they can reach a
 batch. Every decoding function raises ``VideoError`` (a ``ValueError``) naming the file.
 
 Frames are returned as ``uint8`` RGB arrays ``(T, H, W, 3)``, optionally scaled (bilinear, by
@@ -35,6 +35,8 @@ FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
 # A container may declare a frame or two more than it decodes (B-frame delay, an empty last
 # packet); more than this is a truncated file.
 TRUNCATION_SLACK = 2
+# A complete file ends with an index or trailer after its last packet; a cut one does not.
+TRAILER_BYTES = 64
 
 
 class VideoError(ValueError):
@@ -234,7 +236,7 @@ def scan_video(
         import av
 
         _check_regular_file(source, max_bytes)
-        count, width, height, declared = 0, 0, 0, 0
+        count, width, height, declared, data_end = 0, 0, 0, 0, 0
         try:
             with av.open(source, mode="r") as container:
                 if not container.streams.video:
@@ -248,18 +250,26 @@ def scan_video(
                         f"{source}: frames of {width}x{height} pixels, over the limit "
                         f"max_pixels={max_pixels}"
                     )
-                for frame in container.decode(stream):
-                    count += 1
-                    if count > max_frames:
-                        raise VideoError(f"{source}: more than max_frames={max_frames} frames")
-                    width, height = frame.width, frame.height
+                for packet in container.demux(stream):
+                    if packet.pos is not None and packet.pos >= 0 and packet.size:
+                        data_end = max(data_end, packet.pos + packet.size)
+                    for frame in packet.decode():
+                        count += 1
+                        if count > max_frames:
+                            raise VideoError(f"{source}: more than max_frames={max_frames} frames")
+                        width, height = frame.width, frame.height
         except (av.error.FFmpegError, OSError, ValueError, MemoryError) as error:
             if isinstance(error, VideoError):
                 raise
             raise VideoError(f"{source}: decoding failed after {count} frames ({error})") from None
         if count == 0:
             raise VideoError(f"{source}: no decodable frame")
-        if declared and count + TRUNCATION_SLACK < declared:
+        # Fewer frames than the header declares is truncation only when the stream data runs
+        # up to the end of the file (no index or trailer after it): some complete files
+        # declare more frames than they hold (opencv's tree.avi: 444 declared, 68 stored,
+        # followed by its index).
+        trailing = os.path.getsize(source) - data_end
+        if declared and count + TRUNCATION_SLACK < declared and trailing < TRAILER_BYTES:
             raise VideoError(f"{source}: truncated: {count} of {declared} declared frames decode")
         return VideoInfo(source, count, width, height)
     except VideoError as error:

@@ -49,6 +49,8 @@ UCF_LIST_DIR = "ucfTrainTestlist"
 UCF_VIDEO_DIR = "UCF-101"
 HMDB_SPLIT_DIR = "testTrainMulti_7030_splits"
 CLIP_FRAMES = 16
+# Part of every scan-cache key: a change to what the scan checks invalidates old results.
+SCAN_VERSION = 2
 
 
 @dataclasses.dataclass
@@ -117,15 +119,17 @@ def _scan_key(source: str) -> str | None:
             names = "\n".join(sorted(os.listdir(source)))
         except OSError:
             return None
-        return sha256_bytes(f"dir|{os.path.abspath(source)}|{names}".encode())
-    return sha256_bytes(f"{os.path.abspath(source)}|{info.st_size}|{info.st_mtime_ns}".encode())
+        return sha256_bytes(f"v{SCAN_VERSION}|dir|{os.path.abspath(source)}|{names}".encode())
+    key = f"v{SCAN_VERSION}|{os.path.abspath(source)}|{info.st_size}|{info.st_mtime_ns}"
+    return sha256_bytes(key.encode())
 
 
 def scan_sources(
     sources: list[str], cache_file: str | None = None, workers: int = 4
 ) -> list[decode.VideoInfo]:
     """``decode.scan_video`` for every source, in parallel threads, cached in ``cache_file``
-    (JSON, keyed by path, size and modification time) so a rerun does not decode again."""
+    (JSON, keyed by path, size, modification time and ``SCAN_VERSION``) so a rerun does not
+    decode again."""
     cache: dict = {}
     if cache_file and os.path.isfile(cache_file):
         try:
