@@ -29,7 +29,7 @@ HANG_GUARD_S = 240  # a worker still running after this is a hang (never reached
 # One worker: trains the tiny config under --strategy=multi_worker (TF_CONFIG from the test),
 # then saves its model and optimizer variables. argv: workdir, output .npz, options (JSON).
 WORKER = r"""
-import json, os, signal, sys
+import json, os, signal, sys, time
 import keras, numpy as np
 from tf_bihalf.tasks.autoencoder import AutoencoderTask
 from tf_bihalf.training.loop import train_and_evaluate
@@ -42,6 +42,8 @@ class Control(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if epoch + 1 == options.get("die_after_epoch"):
             os.kill(os.getpid(), signal.SIGKILL)
+        if epoch + 1 == options.get("hang_after_epoch"):
+            time.sleep(3600)  # alive (heartbeats go on) but never joins the next collective
         if epoch + 1 == options.get("stop_after_epoch"):
             self.model.stop_training = True
 
@@ -81,14 +83,18 @@ class Snapshot(keras.callbacks.Callback):
 
 
 def start_workers(
-    tmp_path, name: str, options_per_worker: list[dict], workdirs: list[str] | None = None
+    tmp_path,
+    name: str,
+    options_per_worker: list[dict],
+    workdirs: list[str] | None = None,
+    timeout_s: float = TIMEOUT_S,
 ) -> list[tuple]:
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     addresses = [f"127.0.0.1:{port}" for port in launch.free_ports(len(options_per_worker))]
     started = []
     for index, options in enumerate(options_per_worker):
-        environment = launch.worker_environment(addresses, index, timeout_s=TIMEOUT_S)
+        environment = launch.worker_environment(addresses, index, timeout_s=timeout_s)
         environment["PYTHONPATH"] = ROOT + os.pathsep + environment.get("PYTHONPATH", "")
         workdir = workdirs[index] if workdirs else str(tmp_path / f"{name}-worker{index}")
         output = str(tmp_path / f"{name}-worker{index}.npz")
@@ -185,6 +191,24 @@ def test_a_killed_worker_fails_the_other_with_a_clear_error(tmp_path):
     assert "WorkerFailure: multi-worker training failed on worker 0" in output
     assert "restart all of them" in output
     assert "Epoch 1000/1000" not in output
+
+
+def test_a_hung_worker_fails_the_other_after_the_collective_timeout(tmp_path):
+    # Worker 1 stays alive but stops training after its first epoch: only the collective
+    # timeout (the watchdog) can end worker 0.
+    started = start_workers(
+        tmp_path, "hang", [{"epochs": 1000}, {"epochs": 1000, "hang_after_epoch": 1}], timeout_s=10
+    )
+    chief = started[0][0]
+    try:
+        chief.wait(timeout=HANG_GUARD_S)
+    finally:
+        started[1][0].kill()
+    (code, output), _ = finish(started)
+    assert code != 0
+    assert "WorkerFailure: multi-worker training failed on worker 0" in output
+    assert "DeadlineExceededError" in output
+    assert "within the collective timeout (10 s)" in output
 
 
 def test_the_launcher_runs_a_trainer_on_two_workers(tmp_path):

@@ -24,7 +24,8 @@ runs the training loop itself, so that R replicas on W workers train exactly lik
 - at the start the chief's state is broadcast: every model and optimizer variable and the epoch
   to resume from, so workers resume together from the chief's checkpoint whatever their own
   disks hold;
-- a collective that fails (a dead or unreachable peer; the strategy's timeout, always set, see
+- a collective that fails (a dead peer, noticed by TensorFlow's coordination service from its
+  missing heartbeats; or no step completing within the collective timeout, always set, see
   ``collective_timeout_s``) ends the worker with ``WorkerFailure``: one line that says which
   worker, what failed, and to restart all workers.
 
@@ -43,9 +44,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import threading
 import time
 
 import keras
@@ -193,6 +196,58 @@ def _fresh_eager_context() -> None:
         tf.random.set_seed(seed)
 
 
+class CollectiveWatchdog:
+    """One thread that aborts this worker's collectives when a guarded block (a training step,
+    the start-up broadcast) runs longer than ``timeout_s``: a peer that hangs without dying
+    (its heartbeats go on) then fails the job instead of blocking it forever.
+
+    Use as ``with CollectiveWatchdog(300) as watchdog: ... with watchdog.guard(): step()``.
+    """
+
+    def __init__(self, timeout_s: float):
+        self.timeout_s = float(timeout_s)
+        self.fired = False
+        self._deadline: float | None = None
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(
+            target=self._watch, name="tf_bihalf-collective-watchdog", daemon=True
+        )
+
+    def __enter__(self) -> CollectiveWatchdog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exception) -> None:
+        self._stopped.set()
+        self._thread.join()
+
+    @contextlib.contextmanager
+    def guard(self):
+        with self._lock:
+            self._deadline = time.monotonic() + self.timeout_s
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._deadline = None
+
+    def _watch(self) -> None:
+        from tensorflow.python.eager import context  # noqa: PLC0415 (TensorFlow-internal)
+
+        while not self._stopped.wait(min(1.0, self.timeout_s / 10)):
+            with self._lock:
+                deadline = self._deadline
+            if deadline is not None and time.monotonic() > deadline:
+                self.fired = True
+                context.context().abort_collective_ops(
+                    tf.errors.DEADLINE_EXCEEDED,
+                    f"no training step completed within the collective timeout "
+                    f"({self.timeout_s:.0f} s): a worker hangs",
+                )
+                return
+
+
 def multi_worker_strategy(timeout_s: float | None = None) -> tf.distribute.Strategy:
     """``MultiWorkerMirroredStrategy`` from ``TF_CONFIG``: NCCL on GPUs, RING otherwise, with
     the collective timeout ``collective_timeout_s(timeout_s)``."""
@@ -204,11 +259,14 @@ def multi_worker_strategy(timeout_s: float | None = None) -> tf.distribute.Strat
         if gpus
         else tf.distribute.experimental.CommunicationImplementation.RING
     )
-    options = tf.distribute.experimental.CommunicationOptions(
-        implementation=implementation, timeout_seconds=timeout
-    )
+    # No ``timeout_seconds`` here: TensorFlow enforces it with one new sleeping thread per
+    # collective op (Env::SchedClosureAfter), ~14 per training step, alive for the whole timeout:
+    # 13,000 threads after two MNIST epochs, then "Resource temporarily unavailable". The loop's
+    # watchdog (one thread) aborts the collectives instead when a step overruns the timeout.
+    options = tf.distribute.experimental.CommunicationOptions(implementation=implementation)
     _fresh_eager_context()
     strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    strategy.collective_timeout_s = timeout  # read by ``fit``'s watchdog
     logging.info(
         "MultiWorkerMirroredStrategy: %s of %s, %d replicas in sync, %s collectives, "
         "timeout %.0f s.",
@@ -419,31 +477,35 @@ def fit(
     tf_config = cluster_from_environment()
     name = worker_name(tf_config)
     chief = is_chief(strategy)
+    timeout = getattr(strategy, "collective_timeout_s", None) or collective_timeout_s()
     try:
         with strategy.scope():
             if not model.optimizer.built:
                 model.optimizer.build(model.trainable_variables)
-        initial_epoch = min(synchronize_state(strategy, model, initial_epoch), epochs)
-        if not chief:
-            callbacks = [callback for callback in callbacks if not _writes_files(callback)]
-            verbose = 0
-        return _run_epochs(
-            model,
-            loss,
-            dataset_for_epoch(initial_epoch),
-            strategy,
-            epochs,
-            initial_epoch,
-            steps_per_epoch,
-            callbacks,
-            verbose,
-        )
+        with CollectiveWatchdog(timeout) as watchdog:
+            with watchdog.guard():
+                initial_epoch = min(synchronize_state(strategy, model, initial_epoch), epochs)
+            if not chief:
+                callbacks = [callback for callback in callbacks if not _writes_files(callback)]
+                verbose = 0
+            return _run_epochs(
+                model,
+                loss,
+                dataset_for_epoch(initial_epoch),
+                strategy,
+                epochs,
+                initial_epoch,
+                steps_per_epoch,
+                callbacks,
+                verbose,
+                watchdog,
+            )
     except _COLLECTIVE_ERRORS as error:
         summary = _error_summary(error)
         raise WorkerFailure(
             f"multi-worker training failed on {name}: a collective with the other workers "
             f"failed ({type(error).__name__}: {summary}). A worker died, hung past the "
-            f"collective timeout ({collective_timeout_s():.0f} s, ${TIMEOUT_ENVIRONMENT_VARIABLE})"
+            f"collective timeout ({timeout:.0f} s, ${TIMEOUT_ENVIRONMENT_VARIABLE})"
             " or is unreachable: stop every worker and restart all of them; they resume "
             "together from the chief's last epoch checkpoint."
         ) from None
@@ -466,7 +528,16 @@ def _error_summary(error: Exception, limit: int = 300) -> str:
 
 
 def _run_epochs(
-    model, loss, dataset, strategy, epochs, initial_epoch, steps_per_epoch, callbacks, verbose
+    model,
+    loss,
+    dataset,
+    strategy,
+    epochs,
+    initial_epoch,
+    steps_per_epoch,
+    callbacks,
+    verbose,
+    watchdog: CollectiveWatchdog,
 ) -> list[float]:
     callback_list = keras.callbacks.CallbackList(
         callbacks,
@@ -490,7 +561,8 @@ def _run_epochs(
             callback_list.on_train_batch_begin(step)
             batch = next(iterator)
             batch_rows = _batch_rows(batch)
-            value = float(train_step(batch))
+            with watchdog.guard():
+                value = float(train_step(batch))
             weighted += value * batch_rows
             rows += batch_rows
             callback_list.on_train_batch_end(step, {"loss": weighted / rows})
