@@ -27,9 +27,11 @@ from tf_bihalf import layers  # noqa: E402
 
 def build_step(hash_layer: str, bits: int, jit: bool):
     keras.utils.set_random_seed(0)
+    name, _, selection = hash_layer.partition(":")
+    options = {"selection": selection} if selection else {}
     inputs = keras.Input((784,))
     hidden = keras.layers.Dense(256, activation="relu")(inputs)
-    codes = layers.get(hash_layer, gamma=1.0)(keras.layers.Dense(bits)(hidden))
+    codes = layers.get(name, gamma=1.0, **options)(keras.layers.Dense(bits)(hidden))
     hidden = keras.layers.Dense(256, activation="relu")(codes)
     outputs = keras.layers.Dense(784, activation="sigmoid")(hidden)
     model = keras.Model(inputs, outputs)
@@ -69,7 +71,7 @@ def main() -> None:
     batch = tf.constant(rng.integers(0, 2, size=(args.batch_size, 784)).astype("float32"))
     variants = [("bihalf", False), ("sign", False)]
     if args.jit:
-        variants += [("bihalf", True), ("sign", True)]
+        variants += [("bihalf", True), ("bihalf:top_k", True), ("sign", True)]
     steps = {v: build_step(v[0], args.bits, v[1]) for v in variants}
     for step in steps.values():  # trace and warm up
         time_steps(step, batch, 20)

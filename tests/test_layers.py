@@ -15,7 +15,7 @@ import tensorflow as tf
 
 import tf_bihalf
 from tests.testing import run_layer_test, run_model_saving_test
-from tf_bihalf.layers import BiHalf, MedianShift, Relaxed, Sign, SignReg, Tanh, get
+from tf_bihalf.layers import BiHalf, MedianShift, Relaxed, Sign, SignReg, Tanh, bihalf_codes, get
 
 
 def reference_bihalf(u: np.ndarray) -> np.ndarray:
@@ -32,6 +32,15 @@ def reference_bihalf(u: np.ndarray) -> np.ndarray:
 def reference_gradient(u, codes, upstream, gamma):
     m, k = u.shape
     return upstream + gamma / (m * k) * (u - codes)
+
+
+def codes_and_gradient(layer, u, upstream):
+    """Graph-friendly: codes and dL/dU of L = sum(codes * upstream), as tensors."""
+    with tf.GradientTape() as tape:
+        tape.watch(u)
+        loss = tf.reduce_sum(layer(u, training=True) * upstream)
+        codes = layer(u, training=True)
+    return codes, tape.gradient(loss, u)
 
 
 def bihalf_and_gradient(layer, u, upstream):
@@ -140,7 +149,7 @@ def test_jit_compile_matches_eager():
     np.testing.assert_array_equal(graph_codes.numpy(), eager_codes.numpy())
 
 
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float64"])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_low_precision_inputs(dtype):
     rng = np.random.default_rng(4)
     u32 = rng.normal(size=(9, 5)).astype("float32")
@@ -153,6 +162,108 @@ def test_low_precision_inputs(dtype):
     assert codes.dtype == tf.float32
     assert grad.dtype == u.dtype
     np.testing.assert_array_equal(codes.numpy(), reference_bihalf(tf.cast(u, "float32").numpy()))
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_float64_inputs_stay_float64(jit):
+    rng = np.random.default_rng(4)
+    # Differences far below float32 resolution: a float32 cast would tie (and round) them.
+    u = 1.0 + rng.normal(size=(9, 5)) * 1e-12
+    upstream = rng.normal(size=(9, 5))
+    layer = BiHalf(gamma=3.0)
+
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            codes = layer(x, training=True)
+            loss = tf.reduce_sum(codes * upstream)
+        return codes, tape.gradient(loss, x)
+
+    codes, grad = tf.function(step, jit_compile=jit)(tf.constant(u))
+    assert codes.dtype == tf.float64 and grad.dtype == tf.float64
+    np.testing.assert_array_equal(codes.numpy(), reference_bihalf(u))
+    # XLA may fuse the multiply-add: float64 rounding only (a float32 U would be off by ~1e-13).
+    expected = reference_gradient(u, codes.numpy(), upstream, 3.0)
+    np.testing.assert_allclose(grad.numpy(), expected, rtol=0, atol=1e-15)
+    assert layer(tf.constant(u)).dtype == tf.float64  # inference: sign(U) in float64
+    assert Sign(gamma=1.0)(tf.constant(u), training=True).dtype == tf.float64
+    # Layers with float32 state keep computing in float32.
+    assert Tanh()(tf.constant(u), training=True).dtype == tf.float32
+    assert MedianShift()(tf.constant(u), training=True).dtype == tf.float32
+
+
+def test_float64_in_a_functional_model():
+    inputs = keras.Input((3,), dtype="float64")
+    outputs = BiHalf()(inputs)
+    assert outputs.dtype == "float64"
+    model = keras.Model(inputs, outputs)
+    u = np.array([[0.5, -1.0, 1e-300], [-0.25, 2.0, -1e-300]])
+    np.testing.assert_array_equal(model(u, training=True).numpy(), reference_bihalf(u))
+
+
+# Values that trip float comparisons: signed zeros, infinities, huge and subnormal magnitudes.
+SPECIAL_VALUES = [0.0, -0.0, np.inf, -np.inf, 3.4e38, -3.4e38, 1e-45, -1e-45, 2e-45, 1.0, -1.0]
+
+
+def _selection_cases():
+    rng = np.random.default_rng(11)
+    for m in (1, 2, 7, 32, 33, 128):
+        yield rng.normal(size=(m, 6)) * rng.uniform(1e-20, 1e20, size=6)
+        yield rng.integers(-2, 3, size=(m, 6)).astype(float)  # heavy ties across the cut
+        yield rng.choice(SPECIAL_VALUES, size=(m, 6))
+        yield np.full((m, 6), 0.5)
+
+
+@pytest.mark.parametrize("case", list(range(24)))
+def test_search_selection_matches_reference(case):
+    u = list(_selection_cases())[case].astype("float32")
+    upstream = np.random.default_rng(case).normal(size=u.shape).astype("float32")
+    reference = reference_bihalf(u)
+    for jit in (False, True):
+        layer = BiHalf(gamma=2.0, selection="search")
+        codes, grad = tf.function(
+            functools.partial(codes_and_gradient, layer), jit_compile=jit, autograph=False
+        )(tf.constant(u), tf.constant(upstream))
+        codes, grad = codes.numpy(), grad.numpy()
+        np.testing.assert_array_equal(codes, reference)
+        if np.isfinite(u).all():
+            expected = reference_gradient(u, reference, upstream, 2.0)
+            np.testing.assert_allclose(grad, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_xla_uses_search_and_matches_top_k_on_random_features():
+    rng = np.random.default_rng(12)
+    u = tf.constant(rng.normal(size=(128, 64)).astype("float32"))
+    upstream = tf.constant(rng.normal(size=(128, 64)).astype("float32"))
+    results = {}
+    for selection in ("auto", "top_k", "search"):
+        layer = BiHalf(gamma=1.0, selection=selection)
+        step = tf.function(
+            functools.partial(codes_and_gradient, layer), jit_compile=True, autograph=False
+        )
+        results[selection] = [t.numpy() for t in step(u, upstream)]
+        graph = step.get_concrete_function(u, upstream).graph.as_graph_def()
+        ops = {node.op for f in graph.library.function for node in f.node_def}
+        ops |= {node.op for node in graph.node}
+        assert ("TopKV2" in ops) == (selection == "top_k"), selection
+    for selection in ("auto", "search"):
+        for got, expected in zip(results[selection], results["top_k"], strict=True):
+            np.testing.assert_array_equal(got, expected)
+    # Outside XLA, "auto" is one top_k (the fewest ops for TensorFlow's executor).
+    assert "TopKV2" in {
+        node.op
+        for node in tf.function(lambda x: bihalf_codes(x))
+        .get_concrete_function(u)
+        .graph.as_graph_def()
+        .node
+    }
+
+
+def test_bad_selection():
+    with pytest.raises(ValueError, match="selection"):
+        BiHalf(selection="sort")
+    with pytest.raises(ValueError, match="float32"):
+        bihalf_codes(tf.zeros((4, 2), tf.float64), selection="search")
 
 
 def test_mixed_precision_policy_model():
@@ -213,11 +324,13 @@ def _strategy_or_skip():
     return strategy
 
 
-def _distributed_codes_and_gradients(u, upstream, sizes, cross_replica=True, gamma=6.0):
+def _distributed_codes_and_gradients(
+    u, upstream, sizes, cross_replica=True, gamma=6.0, selection="auto"
+):
     strategy = _strategy_or_skip()
     offsets = np.concatenate([[0], np.cumsum(sizes)])
     with strategy.scope():
-        layer = BiHalf(gamma=gamma, cross_replica=cross_replica)
+        layer = BiHalf(gamma=gamma, cross_replica=cross_replica, selection=selection)
 
     def slice_for(array):
         return strategy.experimental_distribute_values_from_function(
@@ -244,13 +357,14 @@ def _distributed_codes_and_gradients(u, upstream, sizes, cross_replica=True, gam
     return codes, grads
 
 
+@pytest.mark.parametrize("selection", ["auto", "search"])
 @pytest.mark.parametrize("sizes", [(16, 16), (9, 6)])
-def test_two_replicas_equal_one_replica(sizes):
+def test_two_replicas_equal_one_replica(sizes, selection):
     rng = np.random.default_rng(6)
     m = sum(sizes)
     u = rng.normal(size=(m, 8)).astype("float32")
     upstream = rng.normal(size=(m, 8)).astype("float32")
-    codes, grads = _distributed_codes_and_gradients(u, upstream, sizes)
+    codes, grads = _distributed_codes_and_gradients(u, upstream, sizes, selection=selection)
     single_codes, single_grads = bihalf_and_gradient(BiHalf(gamma=6.0), u, upstream)
     np.testing.assert_array_equal(codes, single_codes)
     np.testing.assert_allclose(grads, single_grads, atol=1e-6)

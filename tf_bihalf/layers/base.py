@@ -21,15 +21,20 @@ def sign_codes(u: tf.Tensor) -> tf.Tensor:
 class HashLayer(keras.layers.Layer):
     """Base class of the tf_bihalf hash layers.
 
-    Subclasses implement ``train_codes(u)``, the training-time output for a float32 ``u``;
-    ``call`` validates the input, casts it to float32 and dispatches on ``training``.
-    The output is always float32 (also under a mixed-precision policy), of the input's shape.
+    Subclasses implement ``train_codes(u)``, the training-time output for ``u``;
+    ``call`` validates the input, casts it to the compute dtype and dispatches on ``training``.
+    The compute and output dtype is float32 (float16/bfloat16 inputs are widened, also under a
+    mixed-precision policy), except that float64 inputs stay float64, values and gradients
+    alike, in every layer without state (``BiHalf``, ``Sign``, ``SignReg``, ``Relaxed``);
+    layers with float32 state (``Tanh``'s step, ``MedianShift``'s median) compute in float32.
+    The output has the input's shape.
     """
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        # Inputs are validated and cast to float32 in `call`; Keras must not cast them first.
-        self._autocast = False
+        # Inputs are validated and cast in `call`; Keras must not cast them (or, under a
+        # mixed-precision policy, the layer's float32 variables) to the compute dtype first.
+        self.autocast = False
         self.supports_masking = False
 
     def _validate(self, shape) -> None:
@@ -56,10 +61,16 @@ class HashLayer(keras.layers.Layer):
                 f"{type(self).__name__} expects floating-point features; got dtype "
                 f"{inputs.dtype.name}. Cast the continuous features to float first."
             )
-        u = tf.cast(inputs, tf.float32)
+        u = tf.cast(inputs, self._compute_dtype_for(inputs.dtype))
         if training:
             return self.train_codes(u)
         return self.inference_codes(u)
+
+    def _compute_dtype_for(self, dtype) -> tf.DType:
+        """float64 stays float64 when the layer has no (float32) state; all else is float32."""
+        if tf.as_dtype(dtype) == tf.float64 and not self.weights:
+            return tf.float64
+        return tf.float32
 
     def train_codes(self, u: tf.Tensor) -> tf.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -71,7 +82,7 @@ class HashLayer(keras.layers.Layer):
         return tuple(input_shape)
 
     def compute_output_spec(self, inputs, training=None):
-        return keras.KerasTensor(inputs.shape, dtype="float32")
+        return keras.KerasTensor(inputs.shape, dtype=self._compute_dtype_for(inputs.dtype).name)
 
 
 def straight_through(u: tf.Tensor, codes: tf.Tensor, gamma: float | tf.Tensor = 0.0) -> tf.Tensor:

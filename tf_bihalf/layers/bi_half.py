@@ -7,23 +7,82 @@ import tensorflow as tf
 
 from tf_bihalf.layers.base import HashLayer
 
+_SELECTIONS = ("auto", "top_k", "search")
 
-def bihalf_codes(u: tf.Tensor, num_rows: tf.Tensor | None = None) -> tf.Tensor:
+
+def _in_xla_context() -> bool:
+    """Whether the graph being traced is compiled by XLA (``tf.function(jit_compile=True)``)."""
+    from tensorflow.python.ops import control_flow_util  # noqa: PLC0415 - private TF module
+
+    if tf.executing_eagerly():
+        return False
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
+def _order_keys(u: tf.Tensor) -> tf.Tensor:
+    """float32 -> int32 keys whose signed order is the float order, ``-0.0`` equal to ``+0.0``.
+
+    Negative floats have their 31 magnitude bits flipped. Comparing keys rather than floats
+    also keeps subnormal values apart from zero where XLA's CPU code flushes them to zero.
+    """
+    bits = tf.bitcast(u, tf.int32)
+    keys = tf.bitwise.bitwise_xor(
+        bits, tf.bitwise.bitwise_and(tf.bitwise.right_shift(bits, 31), 0x7FFFFFFF)
+    )
+    return tf.where(keys == -1, 0, keys)  # -1 is the key of -0.0
+
+
+def _search_threshold(keys: tf.Tensor, k) -> tf.Tensor:
+    """The ``k``-th largest of every column of int32 ``keys`` (M, K), without sorting.
+
+    Builds the answer bit by bit (sign bit first, then bits 30..0): a candidate is kept when
+    at least ``k`` keys of the column are ``>=`` it. 32 compare-and-count passes, each one
+    fused loop under XLA; exact, since the result is the largest value with ``k`` keys at or
+    above it, i.e. one of the column's keys.
+    """
+
+    def count_at_least(candidate):
+        return tf.reduce_sum(tf.cast(keys >= candidate, tf.int32), axis=0)
+
+    zero = tf.zeros([tf.shape(keys)[1]], tf.int32)
+    found = tf.where(count_at_least(zero) >= k, zero, tf.fill(tf.shape(zero), -(2**31)))
+    for bit in range(30, -1, -1):
+        candidate = tf.bitwise.bitwise_or(found, 1 << bit)
+        found = tf.where(count_at_least(candidate) >= k, candidate, found)
+    return found
+
+
+def bihalf_codes(
+    u: tf.Tensor, num_rows: tf.Tensor | None = None, selection: str = "auto"
+) -> tf.Tensor:
     """Per column of ``u`` (M, K): the ``floor(M/2)`` largest values -> +1, the rest -> -1.
 
-    Exactly the ranking of paper eq. 8 with ties broken by row order (of equal values, the
-    earlier row ranks higher), so the result is deterministic; ``M = 1`` gives all -1, odd
-    ``M`` one more -1 than +1. ``num_rows`` overrides M when ``u`` carries padding rows
-    (of -inf, which rank last).
+    Exactly the ranking of paper eq. 8 (docs/paper.md, "The Bi-half layer") with ties broken
+    by row order (of equal values, the earlier row ranks higher), so the result is
+    deterministic; ``M = 1`` gives all -1, odd ``M`` one more -1 than +1. ``num_rows``
+    overrides M when ``u`` carries padding rows (of -inf, which rank last).
 
     Implementation: rather than two ``argsort``s (rank = inverse permutation of the sort
-    order), one unsorted ``top_k`` per column finds the ``floor(M/2)``-th largest value ``t``.
-    When exactly ``floor(M/2)`` values of every column are ``>= t`` (no tie straddles the
-    cut: the usual case for float features) those are the +1s; otherwise values above ``t``
-    are +1 and, of the values equal to ``t``, the first ones in row order fill the remaining
-    places. Same result as the ranking, at a fraction of the cost on CPU (the layer's cost is
-    dominated by the number of small ops; see ``benchmarks/layer_overhead.py``).
+    order), find the ``floor(M/2)``-th largest value ``t`` of each column. When exactly
+    ``floor(M/2)`` values of every column are ``>= t`` (no tie straddles the cut: the usual
+    case for float features) those are the +1s; otherwise values above ``t`` are +1 and, of
+    the values equal to ``t``, the first ones in row order fill the remaining places. Same
+    result as the ranking, at a fraction of the cost (``benchmarks/layer_overhead.py``).
+
+    ``selection`` says how ``t`` is found: ``"top_k"``, one unsorted ``tf.math.top_k`` per
+    column (the fewest ops: fastest in TensorFlow's graph executor); ``"search"``, a
+    sort-free bitwise search over the order-preserving integer view of the float32 bits
+    (32 fused compare-and-count passes: faster than XLA's CPU ``TopK``, which sorts; the
+    values are then compared as those integers too, so subnormals stay exact under XLA);
+    ``"auto"`` (default), ``"search"`` for float32 inside an XLA-compiled function and
+    ``"top_k"`` otherwise. All give the same codes, bit for bit.
     """
+    if selection not in _SELECTIONS:
+        raise ValueError(f"selection must be one of {_SELECTIONS}; got {selection!r}.")
+    if selection == "auto":
+        selection = "search" if u.dtype == tf.float32 and _in_xla_context() else "top_k"
+    if selection == "search" and u.dtype != tf.float32:
+        raise ValueError(f"selection='search' needs float32 features; got {u.dtype.name}.")
     static_rows = u.shape[0]
     if static_rows is not None and num_rows is None:
         half = static_rows // 2
@@ -32,12 +91,17 @@ def bihalf_codes(u: tf.Tensor, num_rows: tf.Tensor | None = None) -> tf.Tensor:
         rows = tf.shape(u)[0]
         half = (rows if num_rows is None else num_rows) // 2
         k = tf.minimum(tf.maximum(half, 1), rows)
-    top = tf.math.top_k(tf.transpose(u), k=k, sorted=False).values
-    threshold = tf.reduce_min(top, axis=1)  # the half-th largest value of each column
-    at_least = u >= threshold
+    if selection == "search":
+        values = _order_keys(u)
+        threshold = _search_threshold(values, k)
+    else:
+        values = u
+        top = tf.math.top_k(tf.transpose(u), k=k, sorted=False).values
+        threshold = tf.reduce_min(top, axis=1)  # the half-th largest value of each column
+    at_least = values >= threshold
 
     def with_ties():
-        above = u > threshold
+        above = values > threshold
         tied = tf.logical_and(at_least, tf.logical_not(above))
         places_left = half - tf.reduce_sum(tf.cast(above, tf.int32), axis=0)
         tie_order = tf.cumsum(tf.cast(tied, tf.int32), axis=0)
@@ -90,6 +154,8 @@ class BiHalf(HashLayer):
             reference code uses 6 for image and video hashing and 1 for the MNIST
             autoencoder; the paper writes ``3 / (N*K)``.
         cross_replica: rank over the global batch under a multi-replica strategy.
+        selection: how the per-bit threshold is found, ``"auto"``, ``"top_k"`` or
+            ``"search"`` (see ``bihalf_codes``); every choice gives the same codes.
         **kwargs: passed to ``keras.layers.Layer``.
 
     Call arguments:
@@ -97,7 +163,7 @@ class BiHalf(HashLayer):
         training: bool; bi-half ranking when true, ``sign`` otherwise.
 
     Returns:
-        float32 tensor of ±1, shape ``(batch, bits)``.
+        tensor of ±1, shape ``(batch, bits)``: float32, or float64 for float64 inputs.
 
     Example:
 
@@ -119,8 +185,13 @@ class BiHalf(HashLayer):
         AAAI 2021.
     """
 
-    def __init__(self, gamma: float = 6.0, cross_replica: bool = True, **kwargs):
+    def __init__(
+        self, gamma: float = 6.0, cross_replica: bool = True, selection: str = "auto", **kwargs
+    ):
         super().__init__(**kwargs)
+        if selection not in _SELECTIONS:
+            raise ValueError(f"selection must be one of {_SELECTIONS}; got {selection!r}.")
+        self.selection = selection
         gamma = float(gamma)
         if gamma < 0:
             raise ValueError(f"gamma must be non-negative; got {gamma}.")
@@ -133,16 +204,17 @@ class BiHalf(HashLayer):
             self.cross_replica and context is not None and context.num_replicas_in_sync > 1
         )
         gamma = self.gamma
+        selection = self.selection
 
         @tf.custom_gradient
         def _bihalf(x):
             if distributed:
                 gathered, offset, total_m = _global_rows(x, context)
-                codes = bihalf_codes(gathered, total_m)
+                codes = bihalf_codes(gathered, total_m, selection)
                 codes = codes[offset : offset + tf.shape(x)[0]]
             else:
                 total_m = tf.shape(x)[0]
-                codes = bihalf_codes(x)
+                codes = bihalf_codes(x, selection=selection)
 
             def grad(upstream):
                 if x.shape.is_fully_defined() and not distributed:
@@ -158,5 +230,7 @@ class BiHalf(HashLayer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"gamma": self.gamma, "cross_replica": self.cross_replica})
+        config.update(
+            {"gamma": self.gamma, "cross_replica": self.cross_replica, "selection": self.selection}
+        )
         return config
