@@ -15,6 +15,10 @@ CORE = [
     "tensorflow-serving-api==2.21.0",
     "matplotlib",
     "pillow",
+    # Compiles the retrieval metrics' counting kernel (a numpy path gives the same numbers).
+    "numba",
+    # PyAV: video decoding for the video task (tensorflow-io's video ops are unusable, README).
+    "av",
 ]
 
 setup(

@@ -23,6 +23,7 @@ from tf_bihalf.data import mnist, protocols, sources
 from trainers import autoencoder as autoencoder_trainer
 from trainers import common
 from trainers import image as image_trainer
+from trainers import video as video_trainer
 
 
 def run_trainer(trainer, *arguments):
@@ -200,8 +201,75 @@ def test_manual_collection_smoke(tmp_path, dataset, protocol):
     assert results["data_report"]["counts"]["query"] == results["metrics"]["num_query"]
 
 
+# ----------------------------------------------------------------------------------- video
+
+
+def write_hmdb(root):
+    """HMDB-51 layout: <class>/<video>.avi and testTrainMulti_7030_splits/<class>_test_split1.txt
+    (1 = train/database, 2 = test/query, 0 = unused)."""
+    from tests.test_video_data import write_video
+
+    splits = root / "testTrainMulti_7030_splits"
+    splits.mkdir(parents=True)
+    for label, name in enumerate(["brush_hair", "cartwheel", "dive"]):
+        lines = []
+        for index, kind in enumerate(["1", "2", "0", "1", "1"]):
+            video = f"{name}_clip_{index}.avi"
+            write_video(root / name / video, 17 + 4 * index, seed=7 * label + index)
+            lines.append(f"{video} {kind} \n")
+        (splits / f"{name}_test_split1.txt").write_text("".join(lines))
+
+
+@pytest.mark.parametrize("dataset", ["ucf101", "hmdb51"])
+def test_video_smoke(tmp_path, dataset):
+    from tests.test_video_data import make_ucf
+
+    root = tmp_path / dataset
+    if dataset == "ucf101":
+        make_ucf(root, broken=True)  # a garbage, a truncated and a missing video among them
+    else:
+        write_hmdb(root)
+    workdir = str(tmp_path / "run")
+    results = run_trainer(
+        video_trainer, f"--dataset={dataset}", f"--data_dir={root}", f"--workdir={workdir}"
+    )
+    check_run(results, workdir)
+    record = results["record"]
+    assert record["task"] == "video" and record["input"]["shape"] == [8, 32, 32, 3]
+    counts = results["data_report"]["counts"]
+    assert counts["query"] == results["metrics"]["num_query"] > 0
+    if dataset == "ucf101":
+        excluded = results["data_report"]["database"]["excluded"]
+        assert excluded == 2 and results["data_report"]["query"]["excluded"] == 1
+
+
+def test_real_videos_config_smoke_on_a_generated_folder(tmp_path):
+    """configs/real_videos.py's settings on users' ``folder:`` videos (the real clips are
+    fetched from package registries, too large for every CI run; docs/video.md has their
+    measured check)."""
+    from tests.test_video_data import write_video
+
+    for label in range(3):
+        for index in range(3):
+            write_video(tmp_path / "videos" / f"scene{label}" / f"v{index}.avi", 40, seed=label)
+    workdir = str(tmp_path / "run")
+    results = run_trainer(
+        video_trainer,
+        f"--dataset=folder:{tmp_path / 'videos'}",
+        f"--workdir={workdir}",
+        "--bits=8",
+    )
+    check_run(results, workdir)
+    assert results["config"]["config_name"] == "real_videos"
+    assert (
+        results["data_report"]["videos"] == 9 and results["data_report"]["clips"] == 45
+    )  # 40 frames: 5 clips of 8
+    assert os.path.isfile(os.path.join(workdir, "plots", "retrieval.png"))
+
+
 def test_every_config_has_a_smoke_test():
     """A new config needs a smoke run here: this list is the configs/ directory."""
     covered = {"autoencoder", "fashion_mnist_rgb", "cifar10", "flickr25k", "nus_wide", "mscoco"}
+    covered |= {"ucf101", "hmdb51", "real_videos"}
     assert set(common.available_configs()) == covered
     assert protocols  # the registry module is importable (used by the trainers' tasks)

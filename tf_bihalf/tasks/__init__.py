@@ -17,6 +17,7 @@ from tf_bihalf.errors import InputError
 _TASKS = {
     "autoencoder": ("tf_bihalf.tasks.autoencoder", "AutoencoderTask"),
     "image": ("tf_bihalf.tasks.image", "ImageTask"),
+    "video": ("tf_bihalf.tasks.video", "VideoTask"),
 }
 
 

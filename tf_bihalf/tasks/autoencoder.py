@@ -59,9 +59,7 @@ class AutoencoderTask(Task):
             encoder=model.encoder,
             continuous_encoder=model.continuous_encoder,
             export_model=model.encoder,
-            loss=BinaryReconstructionLoss(
-                from_probabilities=config["loss"]["from_probabilities"]
-            ),
+            loss=BinaryReconstructionLoss(from_probabilities=config["loss"]["from_probabilities"]),
         )
 
     def build_data(self, models, run) -> TaskData:
