@@ -542,6 +542,10 @@ def test_list_file_paths_only(tmp_path):
         list_files.read_paths(str(tmp_path / "empty.txt"))
     with pytest.raises(FileNotFoundError, match="absent.txt"):
         list_files.read_paths(str(tmp_path / "absent.txt"))
+    os.mkfifo(tmp_path / "fifo.txt")  # would block a reader forever
+    for read in (list_files.read_paths, list_files.read_list_file):
+        with pytest.raises(ValueError, match="fifo.txt' is not a regular file"):
+            read(str(tmp_path / "fifo.txt"))
 
 
 def test_list_dataset_multi_hot_and_class_id(tmp_path):

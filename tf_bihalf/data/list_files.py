@@ -103,8 +103,7 @@ def read_list_file(
         raise InputError(f"label_format must be one of {LABEL_FORMATS}; got {label_format!r}.")
     if num_labels is not None and int(num_labels) < 1:
         raise InputError(f"num_labels must be >= 1; got {num_labels}.")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"List file {path!r} does not exist.")
+    _check_list_file(path)
     if image_root is None:
         image_root = os.path.dirname(os.path.abspath(path))
     raw_paths: list[str] = []
@@ -159,8 +158,7 @@ def read_paths(
         FileNotFoundError: the list file does not exist.
         InputError: the file names no image.
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"List file {path!r} does not exist.")
+    _check_list_file(path)
     if image_root is None:
         image_root = os.path.dirname(os.path.abspath(path))
     ids = []
@@ -172,6 +170,14 @@ def read_paths(
     if not ids:
         raise InputError(f"List file {path!r} names no images.")
     return ids, [resolve_path(item, image_root, strip_prefix) for item in ids]
+
+
+def _check_list_file(path: str) -> None:
+    """A list file must be a regular file (a FIFO would block the read forever)."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"List file {path!r} does not exist.")
+    if not os.path.isfile(path):
+        raise InputError(f"List file {path!r} is not a regular file.")
 
 
 def _parse_labels(path, raw_labels, line_numbers, label_format) -> np.ndarray:
