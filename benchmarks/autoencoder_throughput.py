@@ -12,6 +12,8 @@ rest timed. Keras variants:
 
 - ``trainer``: exactly what ``trainers.autoencoder`` compiles and runs (MirroredStrategy, the
   resumable per-epoch pipeline, ``fit``, XLA, 7 steps per call: ``compile_options``);
+- ``trainer_topk``: ``trainer`` with the Bi-half threshold found by ``top_k`` as before the
+  sort-free search (``BiHalf(selection="top_k")``), to measure what the search gains;
 - ``plain``: the same model and pipeline with Keras' defaults (no XLA, one step per call);
 - ``no_strategy``: ``plain`` without ``MirroredStrategy`` (TensorFlow's default strategy);
 - ``@1thread``: the variant with TensorFlow's thread pools limited to one thread.
@@ -120,20 +122,36 @@ print(json.dumps({"durations": durations, "threads": torch.get_num_threads(),
 
 def keras_variant(name: str, x_train, bits: int, batch_size: int, epochs: int) -> dict:
     """Runs in a fresh process (``--keras_worker``), so thread settings apply."""
+    import time
+
     import keras
 
     from tf_bihalf.losses.reconstruction import BinaryReconstructionLoss
     from tf_bihalf.models.autoencoder import HashingAutoencoder
     from tf_bihalf.training import pipelines, schedules, strategy
+    from tf_bihalf.training.loop import compile_options
     from tf_bihalf.training.optimizers import build_optimizer
-    from trainers import autoencoder, common
-    from trainers.common import EpochTimer
+    from trainers import common
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.durations = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.durations.append(time.perf_counter() - self._start)
 
     keras.utils.set_random_seed(0)
     distribution = strategy.get_strategy("default" if name == "no_strategy" else "mirrored")
     steps = pipelines.steps_per_epoch(len(x_train), batch_size)
+    layer_kwargs = {"gamma": 1.0}
+    if name == "trainer_topk":
+        name, layer_kwargs["selection"] = "trainer", "top_k"
     if name == "trainer":
-        options = autoencoder.compile_options(
+        options = compile_options(
             common.load_config("autoencoder"), steps, distribution.num_replicas_in_sync
         )
     elif name in ("plain", "no_strategy"):
@@ -141,7 +159,7 @@ def keras_variant(name: str, x_train, bits: int, batch_size: int, epochs: int) -
     else:
         raise ValueError(f"Unknown variant {name!r}.")
     with distribution.scope():
-        model = HashingAutoencoder(bits=bits, hash_layer_kwargs={"gamma": 1.0})
+        model = HashingAutoencoder(bits=bits, hash_layer_kwargs=layer_kwargs)
         schedule = schedules.MultiStepDecay(1e-3, steps, milestones=[60, 80])
         model.compile(
             optimizer=build_optimizer("adam", schedule, weight_decay=1e-5),
@@ -173,7 +191,7 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument(
         "--variants",
-        default="trainer,trainer@1thread,plain,no_strategy",
+        default="trainer,trainer_topk,trainer@1thread,plain,no_strategy",
         help="comma-separated Keras variants (name[@1thread])",
     )
     parser.add_argument("--torch_python", default=None, help="a Python with torch installed")

@@ -85,6 +85,16 @@ def last_line(output: str) -> str:
     return lines[-1][-150:] if lines else ""
 
 
+def json_line(output: str):
+    """The last line of ``output`` that is JSON (TensorFlow logs to stderr after it)."""
+    for line in reversed(output.strip().splitlines()):
+        try:
+            return json.loads(line)
+        except ValueError:
+            continue
+    raise ValueError(f"no JSON line in: {output[-500:]}")
+
+
 def read_results(workdir: str) -> dict:
     with open(os.path.join(workdir, "results.json")) as file:
         return json.load(file)
@@ -106,7 +116,7 @@ def main() -> int:
          "print(json.dumps([d.name for d in tf.config.list_physical_devices('GPU')]))"],
         120,
     )  # fmt: skip
-    gpus = json.loads(last_line(output)) if code == 0 else []
+    gpus = json_line(output) if code == 0 else []
     has_gpu = bool(gpus)
     rows.append(("devices", "PASS" if code == 0 else "FAIL", f"{len(gpus)} GPU(s)",
                  ", ".join(gpus) or "no GPU visible: GPU-only rows are skipped"))  # fmt: skip
@@ -182,7 +192,7 @@ def main() -> int:
     # 4. Bi-half under MirroredStrategy, two replicas (two logical GPUs on one chip).
     code, output, seconds = run([python, "-c", MIRRORED_SNIPPET], 300)
     if code == 0:
-        result = json.loads(last_line(output))
+        result = json_line(output)
         ok = result["graph"] and result["xla"]
         rows.append((f"BiHalf, MirroredStrategy x{result['replicas']}", "PASS" if ok else "FAIL",
                      f"graph {'=' if result['graph'] else '!='} ref, XLA "
