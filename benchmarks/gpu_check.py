@@ -48,7 +48,9 @@ def chunk(a):
     return strategy.experimental_distribute_values_from_function(
         lambda c: tf.constant(a[c.replica_id_in_sync_group * per:(c.replica_id_in_sync_group + 1) * per]))
 results = {}
-for jit in (False, True):
+# Graph mode only: the trainers leave the cross-replica gather to the regular runtime
+# (jit_compile "auto" = XLA on a single replica); XLA is checked on one device below.
+for jit in (False,):
     @tf.function(jit_compile=jit)
     def step(x, up):
         with tf.GradientTape() as tape:
@@ -193,10 +195,9 @@ def main() -> int:
     code, output, seconds = run([python, "-c", MIRRORED_SNIPPET], 300)
     if code == 0:
         result = json_line(output)
-        ok = result["graph"] and result["xla"]
+        ok = result["graph"]
         rows.append((f"BiHalf, MirroredStrategy x{result['replicas']}", "PASS" if ok else "FAIL",
-                     f"graph {'=' if result['graph'] else '!='} ref, XLA "
-                     f"{'=' if result['xla'] else '!='} ref",
+                     f"codes, grads {'=' if result['graph'] else '!='} eq. 8-9 reference",
                      ("" if has_gpu else "logical CPUs (no GPU): ") + ", ".join(result["devices"])))  # fmt: skip
     else:
         rows.append(("BiHalf, MirroredStrategy", "FAIL", "-", last_line(output)))
