@@ -109,3 +109,23 @@ def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="clip_size"):
         build_video_backbone("resnet3d_18", clip_size=0)
     assert "resnet3d_34" in VIDEO_BACKBONES and "i3d" in VIDEO_BACKBONES
+
+
+def test_codes_of_generated_videos_through_the_clip_pipeline(tmp_path):
+    from test_video_data import write_video
+
+    from tf_bihalf.data.video import pipeline, protocols
+
+    listed = []
+    for index, frames in enumerate((11, 20)):
+        path = tmp_path / f"class{index}" / f"v{index}.avi"
+        write_video(path, frames, seed=index)
+        listed.append((str(path), index))
+    split = protocols.build_split(listed)
+    dataset = pipeline.evaluation_clips(split, clip_size=32, clip_frames=8).batch(2)
+    hasher = VideoHasher("resnet3d_10", bits=8, **SMALL)
+    codes, labels = hasher.encode_clips(dataset)
+    assert codes.shape == (pipeline.total_clips(split, 8), 8) == (2 + 3, 8)
+    np.testing.assert_array_equal(labels, [0, 0, 1, 1, 1])
+    features, _ = hasher.extract_features(dataset)
+    np.testing.assert_array_equal(hasher.encode_features(features), codes)
