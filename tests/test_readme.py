@@ -69,8 +69,8 @@ def test_readme_trainer_commands_resolve_through_the_real_entry_points():
     assert {"trainers.autoencoder", "trainers.image"} <= set(commands)
     # One process per trainer (each defines its flags on absl's global FLAGS).
     for module, argument_lists in commands.items():
-        if module == "trainers.sweep":
-            continue  # not a trainer: tests/test_sweep.py runs its commands
+        if module in ("trainers.sweep", "trainers.launch"):
+            continue  # not trainers: tests/test_sweep.py and tests/test_multi_worker.py run them
         result = subprocess.run(
             [
                 sys.executable,

@@ -42,7 +42,15 @@ from tf_bihalf.callbacks import (
     TrainingTensorBoard,
 )
 from tf_bihalf.errors import InputError
-from tf_bihalf.training import evaluation, pictures, pipelines, plots, schedules, strategy
+from tf_bihalf.training import (
+    distributed,
+    evaluation,
+    pictures,
+    pipelines,
+    plots,
+    schedules,
+    strategy,
+)
 from tf_bihalf.training.checkpoint import TrainingCheckpoint
 from tf_bihalf.training.optimizers import build_optimizer
 from tf_bihalf.training.record import RunRecord, config_sha256
@@ -203,7 +211,6 @@ def _fit(
     each worker trains on its rows of every global batch, only the chief runs the callbacks
     that write files.
     """
-    from tf_bihalf.training import distributed  # noqa: PLC0415 (this function's own)
 
     if distributed.is_multi_worker(distribution):
         return distributed.fit(
@@ -303,7 +310,10 @@ def _train_and_evaluate(task, config, run: Workdir, progress, extra_callbacks, s
 
     timer = EpochTimer()
     losses: list[float] = []
-    if initial_epoch < config["epochs"]:
+    multi_worker = distributed.is_multi_worker(distribution)
+    # Under multi_worker every worker enters the step loop (its start-up broadcast from the
+    # chief must meet all of them), even when the chief has nothing left to train.
+    if initial_epoch < config["epochs"] or multi_worker:
         callbacks = _callbacks(
             run,
             config,
@@ -320,6 +330,9 @@ def _train_and_evaluate(task, config, run: Workdir, progress, extra_callbacks, s
         )
     else:
         logging.info("All %d epochs were already trained; evaluating.", config["epochs"])
+    if multi_worker and not distributed.is_chief(distribution):
+        # The chief evaluates and writes the run; the other workers only trained with it.
+        return {"summary": "worker finished (the chief writes the results)", "training": {}}
     selected_epoch = config["epochs"]
     if config["evaluation"]["select_epoch"] == "best_validation":
         best = BestValidationEpoch(None, _best_path(run)).restore(models.train_model)
