@@ -15,7 +15,8 @@ Query it:
 paths relative to it);
 ``--list`` reads a list file, one image per line, ``path [labels ...]`` (the hashing literature's
 format; labels are ignored; relative paths are resolved against ``--image_root``, by default
-the list file's directory; ids are the paths as written). Images go through the SavedModel's
+the list file's directory; ids are the paths as written), with
+``tf_bihalf.data.list_files.read_paths``. Images go through the SavedModel's
 ``image_bytes`` signature, so they are decoded and resized exactly as TF Serving would.
 ``--inputs`` takes a float ``.npy`` of raw model inputs (the autoencoder: ``(N, 784)`` pixels in
 [0, 1]); ids are the row numbers.
@@ -27,6 +28,7 @@ No pickled objects: ``np.load(path)`` reads it with ``allow_pickle=False``.
 
 ``--index_out`` builds a ``tf_bihalf.search.HammingIndex`` over the packed codes with the ids
 (strings) and saves it (a directory that ``python -m tf_bihalf.search`` reads too); ``--query``
+with ``--index`` (any kind of index below, opened by ``tf_bihalf.search.stores.open_index``)
 then prints ``query, rank, Hamming distance, id`` for the ``-k`` nearest items, ties broken by
 id. Existing outputs are kept unless ``--overwrite``.
 
@@ -50,6 +52,8 @@ from absl import logging
 from export import preprocessing
 from export.saved_model import SavedModelEncoder
 from export.validation import check_float_inputs, load_float_array
+from tf_bihalf.data.list_files import read_paths
+from tf_bihalf.search import stores
 from tf_bihalf.search.stores import INDEX_BACKENDS
 
 
@@ -74,24 +78,6 @@ class EncodedCollection:
             skipped=np.array([item for item, _ in self.skipped], dtype=str),
             skipped_reasons=np.array([reason for _, reason in self.skipped], dtype=str),
         )
-
-
-def read_list_file(list_file: str, image_root: str | None = None) -> tuple[list[str], list[str]]:
-    """Parses a list file into ``(ids, paths)``: ids as written, paths resolved on the root."""
-    if not os.path.isfile(list_file):
-        raise FileNotFoundError(f"List file {list_file!r} does not exist.")
-    root = image_root if image_root is not None else os.path.dirname(os.path.abspath(list_file))
-    ids, paths = [], []
-    with open(list_file, encoding="utf-8") as file:
-        for line in file:
-            fields = line.split()
-            if not fields or fields[0].startswith("#"):
-                continue
-            ids.append(fields[0])
-            paths.append(fields[0] if os.path.isabs(fields[0]) else os.path.join(root, fields[0]))
-    if not ids:
-        raise ValueError(f"List file {list_file!r} names no images.")
-    return ids, paths
 
 
 def _read_checked(path: str, max_file_bytes: int, max_pixels: int | None, dimensions) -> bytes:
@@ -192,17 +178,6 @@ def encode_inputs(encoder: SavedModelEncoder, inputs, batch_size: int = 256) -> 
     return EncodedCollection(outputs["codes"], outputs["codes_packed"], ids)
 
 
-def _hamming_index_class():
-    try:
-        from tf_bihalf.search import HammingIndex
-    except ImportError as error:
-        raise ValueError(
-            f"tf_bihalf.search.HammingIndex is not available ({error}); save the codes with "
-            "--out and build an index from codes.npz later."
-        ) from None
-    return HammingIndex
-
-
 def build_index(
     collection: EncodedCollection,
     bits: int,
@@ -210,40 +185,41 @@ def build_index(
     overwrite: bool = False,
     backend: str = "auto",
 ) -> str:
-    """Builds a ``tf_bihalf.search.HammingIndex`` over the packed codes, with the collection's
-    ids (strings), and saves it to ``directory`` (``python -m tf_bihalf.search`` reads it too).
-    Another ``backend`` (``tf_bihalf.search.stores.INDEX_BACKENDS``) writes the codes into that
-    kind of index at ``directory`` instead (a Milvus ``*.db`` file or URI for ``milvus``)."""
-    if backend != "auto":
-        from tf_bihalf.search.stores import write_index
-
-        return write_index(
-            directory,
-            collection.codes_packed,
-            bits=bits,
-            ids=np.array(collection.ids, dtype=str),
-            backend=backend,
-            overwrite=overwrite,
-        )
-    index = _hamming_index_class()(bits)
-    index.add(collection.codes_packed, ids=np.array(collection.ids, dtype=str))
-    return index.save(directory, overwrite=overwrite)
+    """Writes the packed codes, with the collection's ids (strings), into an index at
+    ``directory`` with ``tf_bihalf.search.stores.write_index``: a ``HammingIndex`` directory for
+    ``auto`` (``python -m tf_bihalf.search`` reads it too), or another kind of
+    ``INDEX_BACKENDS`` (a sharded directory; a Milvus ``*.db`` file or URI for ``milvus``)."""
+    return stores.write_index(
+        directory,
+        collection.codes_packed,
+        bits=bits,
+        ids=np.array(collection.ids, dtype=str),
+        backend=backend,
+        overwrite=overwrite,
+    )
 
 
 def search_index(
     directory: str, query_packed: np.ndarray, bits: int, k: int
 ) -> list[list[tuple[int, str]]]:
-    """Loads the index saved by ``build_index`` and returns, per packed query code, the ``k``
-    nearest items as ``(Hamming distance, id)`` pairs, nearest first (ties by id)."""
+    """Opens the index at ``directory`` with ``tf_bihalf.search.stores.open_index`` (a
+    ``HammingIndex`` or sharded directory, a Milvus ``*.db`` file or URI) and returns, per packed
+    query code, the ``k`` nearest items as ``(Hamming distance, id)`` pairs, nearest first (ties
+    by id)."""
     if isinstance(k, bool) or int(k) < 1:
         raise ValueError(f"k must be positive; got {k}.")
-    index = _hamming_index_class().load(directory)
-    if index.bits != int(bits):
-        raise ValueError(
-            f"The index in {directory!r} holds {index.bits}-bit codes but this encoder makes "
-            f"{bits}-bit codes: query with the encoder that built the index."
-        )
-    distances, ids = index.search(query_packed, int(k))
+    index = stores.open_index(directory)
+    try:
+        if index.bits != int(bits):
+            raise ValueError(
+                f"The index in {directory!r} holds {index.bits}-bit codes but this encoder makes "
+                f"{bits}-bit codes: query with the encoder that built the index."
+            )
+        distances, ids = index.search(query_packed, int(k))
+    finally:
+        close = getattr(index, "close", None)  # Milvus indexes hold a client connection.
+        if close is not None:
+            close()
     return [
         [(int(distance), str(item)) for distance, item in zip(row_distances, row_ids, strict=True)]
         for row_distances, row_ids in zip(distances, ids, strict=True)
@@ -324,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             paths = [os.path.join(args.images, path) for path in relative]
             collection = encode_image_files(encoder, paths, relative, args.batch_size, **limits)
         elif args.list is not None:
-            ids, paths = read_list_file(args.list, args.image_root)
+            ids, paths = read_paths(args.list, args.image_root)
             collection = encode_image_files(encoder, paths, ids, args.batch_size, **limits)
         else:
             collection = encode_image_files(

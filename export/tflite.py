@@ -3,7 +3,8 @@
 Command:
 
     python -m export.tflite --saved_model DIR/NAME/N --out encoder.tflite \\
-        [--quantize none|float16|int8] [--representative_data FILE.npy|IMAGE_DIR]
+        [--quantize none|float16|int8|int8_selective] [--representative_data FILE.npy|IMAGE_DIR]
+        [--float_layers N]
 
 The converter reads the SavedModel's ``serving_default`` concrete function (``inputs`` float32
 ``(None,) + input_shape`` -> ``codes`` int8 ±1, ``codes_packed`` uint8) and emits TFLite builtin
@@ -16,6 +17,13 @@ never ``SELECT_TF_OPS``. The sign is a ``GREATER_EQUAL`` + ``SELECT_V2`` and the
 - ``int8``: full integer quantisation of the network, calibrated on ``--representative_data``
   (a float ``.npy`` of raw inputs, or a directory of images decoded like the ``image_bytes``
   signature); float32 input, int8/uint8 codes out. Required: >= 99% bit agreement.
+- ``int8_selective``: int8 except the first layers, which stay float32: calibrated once, then
+  quantised with 0, 1, 2, 4, ... leading weighted layers (convolutions, dense) in float until
+  the codes keep ``--min_agreement`` (99%) of the bits (``--float_layers N`` fixes the number).
+  In the EfficientNet-Lite0 image hasher the flipped bits come from the stem and the first
+  blocks at full resolution, not from the hash head: full int8 keeps 97% of its bits, the first
+  9 of 66 weighted layers in float 99% at about 2x the float32 speed (docs/BENCHMARKS.md,
+  "Export").
 
 The result is never trusted by its exit code: before the file is written its codes are compared
 with the SavedModel's on the representative data (or, without it, on random inputs over the
@@ -52,9 +60,15 @@ from export.saved_model import (
 from export.validation import check_float_inputs, load_float_array
 from tf_bihalf.codes import pack, packed_width
 
-QUANTIZE_MODES = ("none", "float16", "int8")
-DEFAULT_MIN_AGREEMENT = {"none": 1.0, "float16": 0.99, "int8": 0.99}
+QUANTIZE_MODES = ("none", "float16", "int8", "int8_selective")
+DEFAULT_MIN_AGREEMENT = {"none": 1.0, "float16": 0.99, "int8": 0.99, "int8_selective": 0.99}
 DEFAULT_CALIBRATION_SIZE = 200
+# Ops that carry weights; ``int8_selective`` counts the layers it keeps in float in these.
+WEIGHTED_OPS = frozenset(
+    {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D"}
+)
+# Leading weighted layers kept in float, tried in this order by ``int8_selective``.
+SELECTIVE_STEPS = (0, 1, 2, 4, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64)
 
 
 class AgreementError(RuntimeError):
@@ -126,17 +140,25 @@ def _subset(items, limit: int, seed: int):
 
 
 def convert(
-    saved_model_dir: str, quantize: str = "none", representative_data: np.ndarray | None = None
+    saved_model_dir: str,
+    quantize: str = "none",
+    representative_data: np.ndarray | None = None,
+    float_layers: int = 0,
 ) -> bytes:
     """The TFLite flatbuffer of the SavedModel's ``serving_default`` signature.
 
     Args:
         saved_model_dir: an exported version directory (``DIR/NAME/N``).
-        quantize: ``"none"``, ``"float16"`` or ``"int8"``.
-        representative_data: raw float inputs for int8 calibration (required for int8).
+        quantize: ``"none"``, ``"float16"``, ``"int8"`` or ``"int8_selective"``.
+        representative_data: raw float inputs for int8 calibration (required for int8 modes).
+        float_layers: for ``int8_selective``, how many leading weighted layers stay in float
+            (``quantize_selective``); ``export_tflite`` chooses it from the bit agreement.
     """
     if quantize not in QUANTIZE_MODES:
         raise ValueError(f"quantize must be one of {QUANTIZE_MODES}; got {quantize!r}.")
+    if quantize == "int8_selective":
+        calibrated = calibrate(saved_model_dir, representative_data)
+        return quantize_selective(calibrated, float_layers)
     converter = tf.lite.TFLiteConverter.from_saved_model(
         saved_model_dir, signature_keys=[FLOAT_SIGNATURE]
     )
@@ -145,20 +167,32 @@ def convert(
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
     elif quantize == "int8":
-        if representative_data is None or not len(representative_data):
-            raise ValueError(
-                "int8 quantisation needs --representative_data (a .npy of raw float inputs or a "
-                "directory of images) to calibrate the activation ranges."
-            )
-        data = np.asarray(representative_data, np.float32)
-
-        def representative_dataset():
-            for example in data:
-                yield {FLOAT_INPUT_KEY: example[None]}
-
+        _check_representative(representative_data)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative_dataset
+        converter.representative_dataset = _representative_dataset(representative_data)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    return _run_converter(converter, quantize)
+
+
+def _check_representative(representative_data) -> None:
+    if representative_data is None or not len(representative_data):
+        raise ValueError(
+            "int8 quantisation needs --representative_data (a .npy of raw float inputs or a "
+            "directory of images) to calibrate the activation ranges."
+        )
+
+
+def _representative_dataset(representative_data):
+    data = np.asarray(representative_data, np.float32)
+
+    def representative_dataset():
+        for example in data:
+            yield {FLOAT_INPUT_KEY: example[None]}
+
+    return representative_dataset
+
+
+def _run_converter(converter, quantize: str) -> bytes:
     try:
         with warnings.catch_warnings():
             # The converter's own calibration uses the deprecated tf.lite.Interpreter.
@@ -169,8 +203,71 @@ def convert(
         raise RuntimeError(
             f"TFLite conversion ({quantize}) failed with builtin ops only: "
             f"{' '.join(message[:3])[:600]}"
-            + (" Try --quantize float16 or none." if quantize == "int8" else "")
+            + (" Try --quantize float16 or none." if quantize.startswith("int8") else "")
         ) from error
+
+
+def calibrate(saved_model_dir: str, representative_data: np.ndarray) -> bytes:
+    """A float TFLite model of ``serving_default`` carrying the activation ranges measured on
+    ``representative_data``: the input of ``quantize_selective``, calibrated once and
+    quantised as often as the search needs (``converter._experimental_calibrate_only``)."""
+    _check_representative(representative_data)
+    converter = tf.lite.TFLiteConverter.from_saved_model(
+        saved_model_dir, signature_keys=[FLOAT_SIGNATURE]
+    )
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = _representative_dataset(representative_data)
+    converter.experimental_mlir_quantizer = True
+    converter._experimental_calibrate_only = True  # noqa: SLF001 (TFLite's documented route)
+    return _run_converter(converter, "int8_selective")
+
+
+def layer_outputs(model_content: bytes) -> list[tuple[str, str]]:
+    """``(op name, output tensor name)`` of every op of a TFLite model, in execution order."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=model_content)
+    names = {detail["index"]: detail["name"] for detail in interpreter.get_tensor_details()}
+    return [
+        (op["op_name"], names[op["outputs"][0]])
+        for op in interpreter._get_ops_details()  # noqa: SLF001 (no public op listing)
+        if len(op["outputs"]) and op["outputs"][0] in names
+    ]
+
+
+def count_weighted_layers(model_content: bytes) -> int:
+    """How many ops of ``WEIGHTED_OPS`` (convolutions, dense layers) a TFLite model runs."""
+    return sum(op in WEIGHTED_OPS for op, _ in layer_outputs(model_content))
+
+
+def quantize_selective(calibrated: bytes, float_layers: int) -> bytes:
+    """int8 except the first ``float_layers`` weighted layers (and every op before the next
+    one), which keep float32 weights and activations; float32 input, int8/uint8 codes out.
+
+    Why the first layers: in the EfficientNet-Lite0 image hasher the bits that int8 flips come
+    from the stem and the first blocks at full resolution, not from the last layers or the hash
+    head (docs/BENCHMARKS.md, "Export"). Ops are named by their output tensors
+    (``denylisted_nodes`` of TFLite's MLIR quantiser).
+    """
+    from tensorflow.lite.python import convert as lite_convert
+
+    if isinstance(float_layers, bool) or int(float_layers) < 0:
+        raise ValueError(f"float_layers must be >= 0; got {float_layers}.")
+    denylisted, weighted = [], 0
+    for op, name in layer_outputs(calibrated):
+        if op in WEIGHTED_OPS:
+            if weighted == int(float_layers):
+                break
+            weighted += 1
+        denylisted.append(name)
+    if not float_layers:
+        denylisted = []
+    try:
+        return lite_convert.mlir_quantize(calibrated, denylisted_nodes=denylisted or None)
+    except Exception as error:  # The quantiser raises its own errors, long messages.
+        message = " ".join(str(error).strip().splitlines()[:3])[:600]
+        raise RuntimeError(f"TFLite int8_selective quantisation failed: {message}") from error
 
 
 class TFLiteEncoder:
@@ -252,6 +349,47 @@ def batch_one_latency(encoder, inputs: np.ndarray, repeats: int = 20) -> float:
     return float(np.median(times))
 
 
+def select_float_layers(
+    saved_model: str,
+    data: np.ndarray,
+    reference_codes: np.ndarray,
+    min_agreement: float,
+    float_layers: int | None = None,
+) -> tuple[bytes, dict]:
+    """The ``int8_selective`` model with the fewest leading float layers that keeps the bits.
+
+    Calibrates once on ``data``, then quantises with 0, 1, 2, 4, ... (``SELECTIVE_STEPS``)
+    leading weighted layers kept in float, and returns the first model whose codes on ``data``
+    agree with ``reference_codes`` on at least ``min_agreement`` of the bits (or, if none does,
+    the last one tried, for the caller to refuse). A given ``float_layers`` skips the search.
+
+    Returns:
+        ``(content, {"float_layers", "weighted_layers", "tried": [(n, agreement), ...]})``.
+    """
+    calibrated = calibrate(saved_model, data)
+    weighted = count_weighted_layers(calibrated)
+    if float_layers is not None:
+        if isinstance(float_layers, bool) or int(float_layers) < 0:
+            raise ValueError(f"float_layers must be >= 0; got {float_layers}.")
+        steps = [min(int(float_layers), weighted)]
+    else:
+        steps = sorted({step for step in SELECTIVE_STEPS if step < weighted})
+    tried, content = [], b""
+    for step in steps:
+        content = quantize_selective(calibrated, step)
+        codes = TFLiteEncoder(model_content=content).encode(data)["codes"]
+        tried.append((step, bit_agreement(codes, reference_codes)))
+        logging.info(
+            "int8_selective: %d of %d weighted layers in float -> bit agreement %.4f",
+            step,
+            weighted,
+            tried[-1][1],
+        )
+        if tried[-1][1] >= min_agreement:
+            break
+    return content, {"float_layers": tried[-1][0], "weighted_layers": weighted, "tried": tried}
+
+
 def export_tflite(
     saved_model: str,
     out: str,
@@ -260,11 +398,14 @@ def export_tflite(
     calibration_size: int = DEFAULT_CALIBRATION_SIZE,
     min_agreement: float | None = None,
     overwrite: bool = True,
+    float_layers: int | None = None,
 ) -> dict:
     """Converts, checks against the SavedModel, writes ``out`` and ``out + ".json"``.
 
     Returns the report written to ``out + ".json"``: quantize mode, size in bytes, the bit
-    agreement with the SavedModel and on what it was measured, batch-1 latency, ops used.
+    agreement with the SavedModel and on what it was measured, batch-1 latency, ops used; for
+    ``int8_selective`` also ``float_layers`` (leading weighted layers kept in float, chosen by
+    ``select_float_layers`` unless given), ``weighted_layers`` and the ``selection`` tried.
 
     Raises:
         AgreementError: the converted model's codes agree less than ``min_agreement``
@@ -286,7 +427,14 @@ def export_tflite(
         checked_on = f"representative data ({len(data)} examples)"
     else:
         data = None
-    content = convert(saved_model, quantize, data)
+    selection = None
+    if quantize == "int8_selective":
+        _check_representative(data)
+        content, selection = select_float_layers(
+            saved_model, data, reference.encode(data)["codes"], threshold, float_layers
+        )
+    else:
+        content = convert(saved_model, quantize, data)
     if data is None:
         data = _random_check_inputs(reference)
         checked_on = f"{len(data)} random inputs over the input range (no representative data)"
@@ -309,8 +457,18 @@ def export_tflite(
             f"bits of {checked_on} ({distinct} distinct codes vs {expected_distinct}); required "
             f"{threshold:.2%}. Nothing was written."
             + (
-                " Try --quantize float16, or accept the loss knowingly with --min_agreement."
+                " Try --quantize int8_selective (int8 with the first layers in float, "
+                "which keeps the bits of the EfficientNet-Lite0 hasher) or float16, or accept "
+                "the loss knowingly with --min_agreement."
                 if quantize == "int8" and distinct > 1
+                else ""
+            )
+            + (
+                " Leading float layers tried (of "
+                f"{selection['weighted_layers']} weighted layers): "
+                + ", ".join(f"{n} -> {a:.2%}" for n, a in selection["tried"])
+                + "; give more --float_layers or use --quantize float16."
+                if selection is not None
                 else ""
             )
         )
@@ -333,6 +491,10 @@ def export_tflite(
         },
         "ops": ops,
     }
+    if selection is not None:
+        report["float_layers"] = selection["float_layers"]
+        report["weighted_layers"] = selection["weighted_layers"]
+        report["selection"] = [list(item) for item in selection["tried"]]
     if reference.metadata:
         report["encoder"] = reference.metadata.get("encoder")
     directory = os.path.dirname(os.path.abspath(out))
@@ -378,8 +540,17 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="required bit agreement with the SavedModel (default 1.0 float32, 0.99 otherwise)",
     )
+    parser.add_argument(
+        "--float_layers",
+        type=int,
+        default=None,
+        help="int8_selective: leading weighted layers kept in float (default: the fewest that "
+        "reach --min_agreement)",
+    )
     args = parser.parse_args(argv)
     logging.set_verbosity(logging.INFO)
+    if args.float_layers is not None and args.quantize != "int8_selective":
+        parser.error("--float_layers applies to --quantize int8_selective only")
     try:
         report = export_tflite(
             args.saved_model,
@@ -388,13 +559,19 @@ def main(argv: list[str] | None = None) -> int:
             args.representative_data,
             args.calibration_size,
             args.min_agreement,
+            float_layers=args.float_layers,
         )
     except (FileNotFoundError, FileExistsError, ValueError, AgreementError) as error:
         parser.exit(2, f"error: {error}\n")
+    selective = (
+        f"\t{report['float_layers']} of {report['weighted_layers']} weighted layers in float"
+        if "float_layers" in report
+        else ""
+    )
     print(
         f"{args.out}\t{args.quantize}\t{report['size_bytes'] / 1024:.1f} KiB\t"
         f"bit agreement {report['bit_agreement']:.4%}\t"
-        f"batch-1 latency {report['batch_one_latency_ms']:.2f} ms"
+        f"batch-1 latency {report['batch_one_latency_ms']:.2f} ms{selective}"
     )
     return 0
 

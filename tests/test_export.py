@@ -468,6 +468,75 @@ def test_tflite_errors_and_cli(artifacts, tmp_path, capsys):
     assert os.path.isfile(out)
 
 
+def _weight_dtypes(content: bytes) -> list[str]:
+    """The dtype of the weight tensor of every weighted op, in execution order."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=content)
+    dtypes = {detail["index"]: detail["dtype"] for detail in interpreter.get_tensor_details()}
+    return [
+        np.dtype(dtypes[op["inputs"][1]]).name
+        for op in interpreter._get_ops_details()
+        if op["op_name"] in tflite.WEIGHTED_OPS
+    ]
+
+
+def test_tflite_int8_selective_keeps_the_leading_layers_in_float(artifacts, tflite_models):
+    """quantize_selective(n): the first n weighted layers keep float32 weights, the others are
+    int8; export_tflite stops at the fewest float layers that reach the agreement."""
+    data = tflite_models["calibration"]["image"][:64]
+    calibrated = tflite.calibrate(artifacts["image"], data)
+    weighted = tflite.count_weighted_layers(calibrated)
+    assert weighted >= 3
+    for float_layers in (0, 1, 2, weighted):
+        dtypes = _weight_dtypes(tflite.quantize_selective(calibrated, float_layers))
+        assert dtypes == ["float32"] * float_layers + ["int8"] * (weighted - float_layers)
+    with pytest.raises(ValueError, match="float_layers"):
+        tflite.quantize_selective(calibrated, -1)
+
+    reference = SavedModelEncoder(artifacts["image"]).encode(data)["codes"]
+    # A bar that int8 cannot clear: every step is tried, the refusal lists them, nothing written.
+    out = artifacts["root"] / "selective.tflite"
+    with pytest.raises(tflite.AgreementError, match="Leading float layers tried") as error:
+        tflite.export_tflite(
+            artifacts["image"], str(out), "int8_selective", data, min_agreement=1.01
+        )
+    assert "0 -> " in str(error.value) and not out.exists()
+    # The search stops at the first step that reaches the bar.
+    _, full = tflite.select_float_layers(artifacts["image"], data, reference, 1.01)
+    tried = dict(full["tried"])
+    bar = max(tried.values())
+    report = tflite.export_tflite(
+        artifacts["image"], str(out), "int8_selective", data, min_agreement=bar
+    )
+    first = min(n for n, agreement in tried.items() if agreement >= bar)
+    assert report["float_layers"] == first and report["weighted_layers"] == weighted
+    assert report["bit_agreement"] >= bar and out.exists()
+    assert [n for n, _ in report["selection"]] == [n for n in sorted(tried) if n <= first]
+    encoder = tflite.TFLiteEncoder(str(out))
+    codes = encoder.encode(data)["codes"]
+    assert tflite.bit_agreement(codes, reference) == pytest.approx(report["bit_agreement"])
+    assert _weight_dtypes(out.read_bytes())[first:] == ["int8"] * (weighted - first)
+    # A fixed number of float layers skips the search.
+    report = tflite.export_tflite(
+        artifacts["image"], str(out), "int8_selective", data, min_agreement=0.0, float_layers=2
+    )
+    assert report["float_layers"] == 2 and len(report["selection"]) == 1
+    assert _weight_dtypes(out.read_bytes())[:3] == ["float32", "float32", "int8"]
+
+
+def test_tflite_int8_refusal_points_to_int8_selective(artifacts, tflite_models, capsys):
+    data = tflite_models["calibration"]["image"][:32]
+    out = str(artifacts["root"] / "refused.tflite")
+    with pytest.raises(tflite.AgreementError, match="--quantize int8_selective"):
+        tflite.export_tflite(artifacts["image"], out, "int8", data, min_agreement=1.01)
+    with pytest.raises(ValueError, match="representative_data"):
+        tflite.export_tflite(artifacts["image"], out, "int8_selective")
+    with pytest.raises(SystemExit) as exit_info:  # --float_layers belongs to int8_selective.
+        tflite.main(["--saved_model", artifacts["image"], "--out", out, "--float_layers", "2"])
+    assert exit_info.value.code == 2 and "int8_selective" in capsys.readouterr().err
+
+
 # Encode CLI ------------------------------------------------------------------------------------
 
 
@@ -630,3 +699,49 @@ def test_encode_cli_index_and_query(artifacts, image_folder, tmp_path, capsys):
             ]
         )
     assert "16-bit codes but this encoder makes 12-bit" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend", ["sharded"])
+def test_encode_cli_queries_sharded_and_milvus_indexes(
+    artifacts, image_folder, tmp_path, capsys, backend
+):
+    """--query --index opens the index with stores.open_index: a sharded directory or a Milvus
+    Lite file written by --index_out --backend answers like the brute-force reference."""
+    folder, names = image_folder
+    index_out = str(tmp_path / ("index.db" if backend == "milvus" else "shards"))
+    out = str(tmp_path / "db.npz")
+    argv = ["--saved_model", artifacts["image"], "--images", str(folder), "--out", out]
+    assert encode_cli.main(argv + ["--index_out", index_out, "--backend", backend]) == 0
+    capsys.readouterr()
+    query = str(folder / "cats" / "a.png")
+    assert (
+        encode_cli.main(
+            ["--saved_model", artifacts["image"], "--query", query, "--index", index_out, "-k", "4"]
+        )
+        == 0
+    )
+    rows = [line.split("\t") for line in capsys.readouterr().out.strip().splitlines()[1:]]
+    with np.load(out) as saved:
+        codes, ids = saved["codes"].astype(int), list(saved["ids"])
+    own = codes[ids.index("cats/a.png")]
+    distances = (codes.shape[1] - codes @ own) // 2
+    expected = sorted(zip(distances.tolist(), ids, strict=True))[:4]
+    assert [(int(row[2]), row[3]) for row in rows] == expected
+
+
+def test_encode_cli_list_file_comments_and_windows_paths(artifacts, image_folder, tmp_path):
+    """--list goes through tf_bihalf.data.list_files.read_paths: comments are skipped and
+    backslash paths resolve; a list that names no image is one clear error."""
+    folder, _ = image_folder
+    list_file = folder / "windows.txt"
+    list_file.write_text("# made on Windows\ncats\\a.png 1\ndogs/c.png\n")
+    out = str(tmp_path / "windows.npz")
+    argv = ["--saved_model", artifacts["image"], "--list", str(list_file), "--out", out]
+    assert encode_cli.main(argv) == 0
+    with np.load(out) as saved:
+        assert list(saved["ids"]) == ["cats\\a.png", "dogs/c.png"]
+        assert len(saved["skipped"]) == 0
+    list_file.write_text("# nothing here\n\n")
+    with pytest.raises(SystemExit) as exit_info:
+        encode_cli.main(argv + ["--overwrite"])
+    assert exit_info.value.code == 2

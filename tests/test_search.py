@@ -368,3 +368,100 @@ def test_docstring_examples():
     for module in (hamming, backends, index):
         result = doctest.testmod(module, extraglobs={"np": np})
         assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+def test_package_exports_every_index_kind_without_pymilvus(tmp_path):
+    """The package exports the sharded and Milvus indexes and the store functions, and imports
+    (and serves a sharded index) where pymilvus cannot be imported."""
+    import subprocess
+    import sys
+
+    import tf_bihalf.search as search
+    from tf_bihalf.search import milvus, sharded, stores
+
+    assert search.ShardedHammingIndex is sharded.ShardedHammingIndex
+    assert search.MilvusHammingIndex is milvus.MilvusHammingIndex
+    assert search.merge_top_k is sharded.merge_top_k
+    assert (search.open_index, search.write_index) == (stores.open_index, stores.write_index)
+    assert {"sharded", "milvus", "numpy", "auto"} <= set(search.INDEX_BACKENDS)
+    assert set(search.__all__) >= {
+        "ShardedHammingIndex",
+        "MilvusHammingIndex",
+        "merge_top_k",
+        "open_index",
+        "write_index",
+        "INDEX_BACKENDS",
+    }
+    script = (
+        "import sys; sys.modules['pymilvus'] = None; sys.modules['milvus_lite'] = None\n"
+        "import numpy as np\n"
+        "from tf_bihalf.search import open_index, write_index\n"
+        "path = write_index(sys.argv[1], np.eye(4) * 2 - 1, backend='sharded')\n"
+        "print(open_index(path).search(np.eye(4)[:1] * 2 - 1, k=2)[1].tolist())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "shards")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[[0, 1]]"
+
+
+def test_duplicate_id_message_shows_a_plain_number():
+    index = HammingIndex(8)
+    index.add(np.ones((1, 8), np.int8), ids=np.array([105]))
+    with pytest.raises(ValueError, match=r"id 105 is already in the index") as error:
+        index.add(np.ones((1, 8), np.int8), ids=np.array([105]))
+    assert "np." not in str(error.value)
+
+
+@pytest.mark.parametrize("backend", ["sharded"])
+def test_command_line_builds_and_queries_every_store(backend, tmp_path, capsys):
+    """build --backend sharded|milvus writes through stores.write_index, query opens the index
+    with stores.open_index; the results equal the brute-force reference."""
+    from tf_bihalf.search import open_index
+
+    rng = np.random.default_rng(11)
+    codes = tie_heavy_codes(rng, 50, 24)
+    ids = np.arange(1000, 1050)
+    np.savez(tmp_path / "codes.npz", codes=codes, ids=ids)
+    np.save(tmp_path / "queries.npy", codes[:4])
+    out = str(tmp_path / ("index.db" if backend == "milvus" else "shards"))
+    build = ["build", "--codes", str(tmp_path / "codes.npz"), "--out", out, "--backend", backend]
+    assert cli.main(build) == 0
+    kind = "MilvusHammingIndex" if backend == "milvus" else "ShardedHammingIndex"
+    assert f"50 codes of 24 bits, {kind}" in capsys.readouterr().out
+    index = open_index(out)
+    try:
+        assert type(index).__name__ == (
+            "MilvusHammingIndex" if backend == "milvus" else "ShardedHammingIndex"
+        )
+    finally:
+        getattr(index, "close", lambda: None)()
+    # The same ids again: a store is appended to, so the duplicates are refused...
+    assert cli.main(build) == 2
+    assert "already" in capsys.readouterr().err
+    # ...and --overwrite starts it afresh.
+    assert cli.main(build + ["--overwrite"]) == 0
+    capsys.readouterr()
+
+    query = ["query", "--index", out, "--codes", str(tmp_path / "queries.npy")]
+    assert cli.main(query + ["-k", "7", "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    expected_distances, expected_ids = reference_search(codes[:4], codes, ids, 7)
+    assert [line["ids"] for line in lines] == expected_ids.tolist()
+    assert [line["distances"] for line in lines] == expected_distances.tolist()
+    assert cli.main(query + ["--radius", "3", "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    for line, found in zip(lines, reference_range(codes[:4], codes, ids, 3), strict=True):
+        assert list(zip(line["distances"], line["ids"], strict=True)) == [
+            (int(d), int(i)) for d, i in found
+        ]
+    # A store of another kind than --backend asks for is refused with one line.
+    assert (
+        cli.main(query + ["-k", "1", "--backend", "numpy" if backend == "milvus" else "milvus"])
+        == 2
+    )
+    assert "error:" in capsys.readouterr().err

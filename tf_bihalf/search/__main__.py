@@ -2,12 +2,18 @@
 
 Usage::
 
-    python -m tf_bihalf.search build --codes codes.npz --out INDEX_DIR [--ids ids.npy]
-        [--bits K] [--backend auto|numpy|faiss|faiss_multihash] [--overwrite]
-    python -m tf_bihalf.search query --index INDEX_DIR --codes queries.npz -k 10
+    python -m tf_bihalf.search build --codes codes.npz --out INDEX [--ids ids.npy] [--bits K]
+        [--backend auto|numpy|faiss|faiss_multihash|sharded|milvus] [--overwrite]
+    python -m tf_bihalf.search query --index INDEX --codes queries.npz -k 10
         [--out result.npz | --json]
     python -m tf_bihalf.search query --index INDEX_DIR --codes queries.npy --radius 2 --json
     python -m tf_bihalf.search info --index INDEX_DIR
+
+``INDEX`` is any kind of index of ``tf_bihalf.search.stores``: a ``HammingIndex`` directory
+(``auto``, ``numpy``, ``faiss``, ``faiss_multihash``), a sharded directory (``sharded``; ``build``
+appends to an existing one), or a Milvus Lite ``*.db`` file / server URI (``milvus``, needs
+pymilvus). ``query`` opens whatever is there (``--backend`` picks the search backend of a
+``HammingIndex`` or sharded directory).
 
 Code files: ``.npy`` holding one array, or ``.npz`` with ``codes`` (±1 or {0,1}, (N, K)) or
 ``codes_packed`` (uint8, (N, ceil(K/8)), needs ``--bits`` or a ``bits`` entry), and optional
@@ -33,7 +39,7 @@ import numpy as np
 from absl import logging
 
 from tf_bihalf.codes import as_packed_codes
-from tf_bihalf.search import backends
+from tf_bihalf.search import stores
 from tf_bihalf.search.index import HammingIndex
 
 
@@ -136,14 +142,28 @@ def build(args: argparse.Namespace) -> int:
         ids = load_ids(args.ids)
     try:
         bits = _infer_bits(codes, bits)
-        index = HammingIndex(bits, backend=args.backend)
-        index.add(codes, ids=ids)
+        as_packed_codes(codes, bits, "codes")  # Checked before anything is written.
     except ValueError as error:
         raise ValueError(f"{args.codes}: {error}") from None
-    index.save(args.out, overwrite=args.overwrite)
-    logging.info("Saved %r to %s.", index, args.out)
-    print(f"built {args.out}: {len(index)} codes of {bits} bits, backend {index.backend}")
+    stores.write_index(
+        args.out, codes, bits=bits, ids=ids, backend=args.backend, overwrite=args.overwrite
+    )
+    index = stores.open_index(args.out)
+    try:
+        logging.info("Wrote %r to %s.", index, args.out)
+        print(
+            f"built {args.out}: {len(index)} codes of {bits} bits, "
+            f"{type(index).__name__}, backend {index.backend}"
+        )
+    finally:
+        _close(index)
     return 0
+
+
+def _close(index) -> None:
+    close = getattr(index, "close", None)  # Milvus indexes hold a client connection.
+    if close is not None:
+        close()
 
 
 def query(args: argparse.Namespace) -> int:
@@ -151,7 +171,14 @@ def query(args: argparse.Namespace) -> int:
         raise ValueError("query needs exactly one of -k N (nearest neighbours) or --radius R.")
     if args.out and args.json:
         raise ValueError("pass at most one of --out and --json.")
-    index = HammingIndex.load(args.index, backend=args.backend)
+    index = stores.open_index(args.index, backend=args.backend)
+    try:
+        return _query(args, index)
+    finally:
+        _close(index)
+
+
+def _query(args: argparse.Namespace, index) -> int:
     codes, _, query_ids = load_codes(args.codes, index.bits)
     try:
         as_packed_codes(np.atleast_2d(codes), index.bits, "query codes")  # Checked up front.
@@ -209,19 +236,23 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m tf_bihalf.search", description="Build and query exact Hamming indexes."
     )
     commands = main_parser.add_subparsers(dest="command", required=True)
-    backend_choices = ("auto", *backends.BACKENDS)
+    backend_choices = stores.INDEX_BACKENDS
 
-    build_parser = commands.add_parser("build", help="build an index directory from a code file")
+    build_parser = commands.add_parser("build", help="build an index from a code file")
     build_parser.add_argument("--codes", required=True, help=".npy or .npz code file")
     build_parser.add_argument("--ids", help=".npy array or text file (one id per line)")
     build_parser.add_argument("--bits", type=int, help="code length K (needed for packed codes)")
-    build_parser.add_argument("--out", required=True, help="index directory to write")
+    build_parser.add_argument(
+        "--out", required=True, help="index directory, or a Milvus *.db file / server URI"
+    )
     build_parser.add_argument("--backend", default="auto", choices=backend_choices)
     build_parser.add_argument("--overwrite", action="store_true", help="replace an existing index")
     build_parser.set_defaults(function=build)
 
     query_parser = commands.add_parser("query", help="search an index with query codes")
-    query_parser.add_argument("--index", required=True, help="index directory")
+    query_parser.add_argument(
+        "--index", required=True, help="index directory, or a Milvus *.db file / server URI"
+    )
     query_parser.add_argument("--codes", required=True, help=".npy or .npz query code file")
     query_parser.add_argument("-k", type=int, help="number of nearest neighbours")
     query_parser.add_argument("--radius", type=int, help="Hamming radius (inclusive) instead of -k")

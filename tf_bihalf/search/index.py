@@ -172,7 +172,7 @@ class HammingIndex:
         if np.unique(new_ids).size != count:
             raise ValueError("ids must be unique; the new ids contain duplicates.")
         if len(self) and np.isin(new_ids, self._ids).any():
-            duplicate = new_ids[np.isin(new_ids, self._ids)][0]
+            duplicate = new_ids[np.isin(new_ids, self._ids)][0].item()
             raise ValueError(f"ids must be unique; id {duplicate!r} is already in the index.")
         order = np.argsort(new_ids, kind="stable")
         new_ids, packed = new_ids[order], packed[order]
