@@ -20,6 +20,7 @@ from absl import flags
 
 from tests.test_image_data import _make_flickr, _make_nus_wide, _random_image, _save
 from tf_bihalf.data import mnist, protocols, sources
+from tf_bihalf.data.protocols import cifar10 as cifar10_protocol
 from trainers import autoencoder as autoencoder_trainer
 from trainers import common
 from trainers import image as image_trainer
@@ -140,6 +141,8 @@ def test_cifar10_smoke(tmp_path, monkeypatch, protocol):
     monkeypatch.setattr(
         tfds.download.DownloadManager, "download_and_extract", lambda self, url: str(extracted)
     )
+    # No network here: the reachability probe would (rightly) stop the download.
+    monkeypatch.setattr(cifar10_protocol, "check_reachable", lambda host, timeout=5.0: None)
     data_dir = str(tmp_path / "tfds")
     workdir = str(tmp_path / "run")
     results = run_trainer(
@@ -273,3 +276,17 @@ def test_every_config_has_a_smoke_test():
     covered |= {"ucf101", "hmdb51", "real_videos"}
     assert set(common.available_configs()) == covered
     assert protocols  # the registry module is importable (used by the trainers' tasks)
+
+
+def test_cifar10_offline_download_is_refused_before_tfds_retries(tmp_path, monkeypatch):
+    """Without the download host, the data check says so at once: a connection probe with a
+    short timeout runs before TFDS' download (which alone retries for minutes)."""
+    import tensorflow_datasets as tfds
+
+    def never(self, *args, **kwargs):
+        raise AssertionError("download_and_prepare must not start when the host is unreachable")
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", never)
+    monkeypatch.setattr(cifar10_protocol, "CIFAR10_HOST", ("127.0.0.1", 9))  # refused
+    with pytest.raises(FileNotFoundError, match="127.0.0.1 cannot be reached"):
+        cifar10_protocol.load_cifar10_pool(str(tmp_path / "tfds"))

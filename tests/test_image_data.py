@@ -24,6 +24,7 @@ from tf_bihalf.data.protocols import (
     verify_splits,
     write_splits,
 )
+from tf_bihalf.data.protocols import cifar10 as cifar10_protocol
 from tf_bihalf.data.tfds_builders import manual_layouts
 
 
@@ -95,6 +96,7 @@ def cifar(tmp_path_factory):
         "download_and_extract",
         lambda self, url: str(base / "extracted"),
     )
+    patch.setattr(cifar10_protocol, "check_reachable", lambda host, timeout=5.0: None)
     data_dir = str(base / "tfds")
     try:
         protocols.load_cifar10_pool(data_dir)  # prepares TFDS cifar10 once

@@ -13,6 +13,8 @@ copy). ``data_dir`` is the TFDS data directory.
 
 from __future__ import annotations
 
+import socket
+
 import numpy as np
 from absl import logging
 
@@ -75,6 +77,27 @@ def load_cifar10(name, data_dir, protocol, seed, options) -> ProtocolSplits:
     )
 
 
+CIFAR10_HOST = ("www.cs.toronto.edu", 443)  # where TFDS downloads cifar-10-binary.tar.gz from
+
+
+def check_reachable(host: tuple[str, int], timeout: float = 5.0) -> None:
+    """Fails within ``timeout`` seconds when ``host`` cannot be reached (TFDS itself retries a
+    failing download for minutes before it gives up).
+
+    Raises:
+        FileNotFoundError: the host does not resolve or refuses/drops the connection.
+    """
+    try:
+        with socket.create_connection(host, timeout=timeout):
+            pass
+    except OSError as error:
+        raise FileNotFoundError(
+            f"CIFAR-10 is not prepared and its download host {host[0]} cannot be reached "
+            f"({error}). Prepare it where the internet is reachable (`tfds build cifar10 "
+            "--data_dir=DIR`), copy DIR here and pass data_dir=DIR."
+        ) from None
+
+
 def load_cifar10_pool(
     data_dir: str | None = None, download: bool = True
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -96,6 +119,7 @@ def load_cifar10_pool(
                 f"CIFAR-10 is not prepared in {builder.data_dir!r}. Prepare it where the internet "
                 "is reachable (`tfds build cifar10 --data_dir=DIR`) and pass data_dir=DIR."
             )
+        check_reachable(CIFAR10_HOST)
         try:
             builder.download_and_prepare()
         except Exception as error:  # noqa: BLE001  (TFDS raises many kinds of network errors)
