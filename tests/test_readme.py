@@ -105,3 +105,23 @@ def test_design_headline_command_reaches_the_data_check(tmp_path):
     assert len(lines) == 1 and "nus_wide" in lines[0] and "docs/datasets.md" in lines[0]
     assert "Traceback" not in result.stderr and "cuInit" not in result.stderr
     assert os.path.isfile(tmp_path / "runs" / "nus_wide_I_bihalf_64bits" / "config.json")
+
+
+def test_reliability_promises_name_tests_that_exist():
+    """Every test the README's reliability table cites is defined in the file it names."""
+    section = readme().split("## Reliability", 1)[1].split("\n## ", 1)[0]
+    cited = 0
+    for row in section.splitlines():
+        if not row.startswith("| ") or "tests/" not in row:
+            continue
+        current = None
+        for token in re.findall(r"`([^`]+)`", row.split("|")[2]):
+            path, _, name = token.partition("::")
+            if path.startswith("tests/"):
+                current = path
+            name = name or (None if path.startswith("tests/") else path)
+            if name:
+                with open(os.path.join(ROOT, current), encoding="utf-8") as handle:
+                    assert f"def {name}(" in handle.read(), f"{current} has no {name}"
+                cited += 1
+    assert cited >= 20
