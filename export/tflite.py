@@ -22,7 +22,7 @@ never ``SELECT_TF_OPS``. The sign is a ``GREATER_EQUAL`` + ``SELECT_V2`` and the
   the codes keep ``--min_agreement`` (99%) of the bits (``--float_layers N`` fixes the number).
   In the EfficientNet-Lite0 image hasher the flipped bits come from the stem and the first
   blocks at full resolution, not from the hash head: full int8 keeps 97% of its bits, the first
-  9 of 66 weighted layers in float 99% at about 2x the float32 speed (docs/BENCHMARKS.md,
+  9 of 50 weighted layers in float 99.1% at about 2x the float32 speed (docs/BENCHMARKS.md,
   "Export").
 
 The result is never trusted by its exit code: before the file is written its codes are compared
