@@ -364,7 +364,9 @@ def run_keras_steps(spec: dict, config: dict, mode: str, reference_codes=None) -
                 if step + 1 in snapshots:
                     weights[step + 1] = model_weights(model)
     finally:
+        # Keras caches its global dtype policy from floatx on first use: reset both.
         keras.config.set_floatx("float32")
+        keras.config.set_dtype_policy("float32")
     return {
         "losses": np.array(losses),
         "rates": np.array(rates),

@@ -117,6 +117,7 @@ def test_parity_benchmark_keras_side_and_patches():
     exact = reference_parity.run_keras_steps(spec, config, "f64_exact")
     assert (HashLayer.call, schedules.MultiStepDecay.__call__) == original  # patches undone
     assert keras.config.floatx() == "float32"
+    assert keras.config.dtype_policy().name == "float32"  # later tests build float32 models
     as_is = reference_parity.run_keras_steps(spec, config, "f64")
     assert exact["rates"].tolist() == [1e-3] * 3 + [1e-4] * 3  # float64 rate, drop at epoch 1
     assert reference_parity.change_steps(as_is["rates"]) == [3]

@@ -38,7 +38,7 @@ def test_shapes_and_frozen_backbone(backbone, feature_dim):
 
 
 def test_tail_on_cached_features_equals_the_encoder():
-    hasher = VideoHasher("resnet3d_10", bits=16, gamma=6.0, **SMALL)
+    hasher = VideoHasher("resnet3d_10", bits=16, hash_layer_kwargs={"gamma": 6.0}, **SMALL)
     batch = clips(4)
     features = hasher.extractor(batch, training=False).numpy()
     assert features.shape == (4, 512)
@@ -86,11 +86,15 @@ def test_encode_clips_and_features_from_a_dataset():
 
 
 def test_config_and_keras_round_trip(tmp_path):
-    hasher = VideoHasher("resnet3d_10", bits=8, hash_layer="bihalf", gamma=6.0, **SMALL)
+    hasher = VideoHasher(
+        "resnet3d_10", bits=8, hash_layer="bihalf", hash_layer_kwargs={"gamma": 6.0}, **SMALL
+    )
     run_serialization_test(hasher)
     config = hasher.get_config()
     assert (
-        config["backbone"] == "resnet3d_10" and config["gamma"] == 6.0 and config["weights"] is None
+        config["backbone"] == "resnet3d_10"
+        and config["hash_layer_kwargs"] == {"gamma": 6.0}
+        and config["weights"] is None
     )
     restored = run_model_saving_test(hasher, clips(2))
     assert isinstance(restored, VideoHasher) and restored.bits == 8

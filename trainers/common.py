@@ -134,6 +134,29 @@ def define_common_flags(
     )
 
 
+def define_backbone_flags(
+    backbones: str, weights: str, flag_values: flags.FlagValues = flags.FLAGS
+) -> None:
+    """The flags of the frozen-backbone tasks (image, video): ``--backbone``, ``--weights``,
+    ``--feature_cache``, ``--cache_dir``; ``backbones`` / ``weights`` describe the choices."""
+    define = {"flag_values": flag_values}
+    flags.DEFINE_string("backbone", None, backbones, **define)
+    flags.DEFINE_string("weights", None, f"Backbone weights: {weights} | none.", **define)
+    flags.DEFINE_boolean("feature_cache", None, "Train on cached frozen features.", **define)
+    flags.DEFINE_string("cache_dir", None, "Feature cache root.", **define)
+
+
+def backbone_overrides(values: flags.FlagValues) -> dict:
+    """The config overrides of ``define_backbone_flags``'s flags (``--weights=none`` -> None)."""
+    weights = values.weights
+    return {
+        "backbone": values.backbone,
+        "weights": SET_NONE if weights and weights.lower() == "none" else weights,
+        "feature_cache": values.feature_cache,
+        "cache_dir": values.cache_dir,
+    }
+
+
 def _select_by_protocol(value: Any, protocol: str | None, key: str) -> Any:
     if isinstance(value, dict) and set(value) == {"by_protocol"}:
         table = value["by_protocol"]

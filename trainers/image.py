@@ -30,33 +30,23 @@ CUSTOM_DATASET_CONFIG = "flickr25k"
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     """The common flags plus this trainer's (called from ``__main__`` only)."""
     common.define_common_flags(DEFAULT_CONFIG, flag_values)
+    common.define_backbone_flags(
+        "vgg16 | resnet50 | efficientnet_b0 | mobilenet_v3_small | efficientnet_lite0 | ...",
+        "imagenet | a local file",
+        flag_values,
+    )
     define = {"flag_values": flag_values}
     flags.DEFINE_string(
         "protocol", None, "The dataset's protocol: I | II (cifar10, nus_wide).", **define
     )
-    flags.DEFINE_string(
-        "backbone",
-        None,
-        "vgg16 | resnet50 | efficientnet_b0 | mobilenet_v3_small | efficientnet_lite0 | ...",
-        **define,
-    )
-    flags.DEFINE_string(
-        "weights", None, "Backbone weights: imagenet | none | a local file.", **define
-    )
     flags.DEFINE_integer("image_size", None, "Square input size in pixels.", **define)
-    flags.DEFINE_boolean("feature_cache", None, "Train on cached frozen features.", **define)
-    flags.DEFINE_string("cache_dir", None, "Feature cache root.", **define)
 
 
 def task_overrides(values: flags.FlagValues) -> dict:
-    weights = values.weights
     return {
+        **common.backbone_overrides(values),
         "protocol": values.protocol,
-        "backbone": values.backbone,
-        "weights": common.SET_NONE if weights and weights.lower() == "none" else weights,
         "image_size": None if values.image_size is None else [values.image_size] * 2,
-        "feature_cache": values.feature_cache,
-        "cache_dir": values.cache_dir,
     }
 
 

@@ -27,31 +27,21 @@ CUSTOM_DATASET_CONFIG = "real_videos"
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     """The common flags plus this trainer's (called from ``__main__`` only)."""
     common.define_common_flags(DEFAULT_CONFIG, flag_values)
+    common.define_backbone_flags(
+        "resnet3d_18 | resnet3d_34 | resnet3d_50 | resnet3d_101 | i3d",
+        "a Kinetics checkpoint file | kinetics400 (i3d)",
+        flag_values,
+    )
     define = {"flag_values": flag_values}
-    flags.DEFINE_string(
-        "backbone", None, "resnet3d_18 | resnet3d_34 | resnet3d_50 | resnet3d_101 | i3d", **define
-    )
-    flags.DEFINE_string(
-        "weights",
-        None,
-        "Backbone weights: a Kinetics checkpoint file | kinetics400 (i3d) | none",
-        **define,
-    )
     flags.DEFINE_integer("clip_frames", None, "Frames per clip.", **define)
     flags.DEFINE_integer("clip_size", None, "Clip height and width in pixels.", **define)
-    flags.DEFINE_boolean("feature_cache", None, "Train on cached clip features.", **define)
-    flags.DEFINE_string("cache_dir", None, "Clip feature cache root.", **define)
 
 
 def task_overrides(values: flags.FlagValues) -> dict:
-    weights = values.weights
     return {
-        "backbone": values.backbone,
-        "weights": common.SET_NONE if weights and weights.lower() == "none" else weights,
+        **common.backbone_overrides(values),
         "clip_frames": values.clip_frames,
         "clip_size": values.clip_size,
-        "feature_cache": values.feature_cache,
-        "cache_dir": values.cache_dir,
     }
 
 

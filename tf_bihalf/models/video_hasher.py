@@ -104,9 +104,10 @@ class VideoHasher(keras.Model):
         shortcut: 3D ResNet shortcut type, None = the reference's for the depth.
         dropout: dropout between the frozen feature and the head (None: none, as in the
             reference).
+        hash_layer_kwargs: keyword arguments of the hash layer (e.g. ``{"gamma": 6.0}`` for
+            bi-half), as ``ImageHasher``'s and ``HashingAutoencoder``'s.
         name: model name.
-        **kwargs: the hash layer's arguments (e.g. ``gamma=6.0`` for bi-half) and Keras'
-            ``trainable`` / ``dtype``.
+        **kwargs: passed to ``keras.Model`` (``trainable``, ``dtype``).
 
     Call arguments:
         inputs: ``(N, clip_frames, clip_size, clip_size, 3)`` RGB in ``[0, 255]``.
@@ -117,7 +118,9 @@ class VideoHasher(keras.Model):
 
     Example:
 
-    >>> hasher = VideoHasher("resnet3d_18", bits=8, clip_size=32, clip_frames=8, gamma=6.0)
+    >>> hasher = VideoHasher(
+    ...     "resnet3d_18", bits=8, clip_size=32, clip_frames=8, hash_layer_kwargs={"gamma": 6.0}
+    ... )
     >>> sorted(hasher.tail.output)
     ['codes', 'continuous', 'features']
     """
@@ -132,6 +135,7 @@ class VideoHasher(keras.Model):
         clip_size: int = 112,
         shortcut: str | None = None,
         dropout: float | None = None,
+        hash_layer_kwargs: dict | None = None,
         name: str = "video_hasher",
         **kwargs,
     ):
@@ -141,8 +145,7 @@ class VideoHasher(keras.Model):
             raise ValueError(f"hash_layer must be a layer name; got {hash_layer!r}.")
         if dropout is not None and not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout must be in [0, 1); got {dropout!r}.")
-        model_kwargs = {key: kwargs.pop(key) for key in ("trainable", "dtype") if key in kwargs}
-        hash_layer_kwargs = dict(kwargs)
+        hash_layer_kwargs = dict(hash_layer_kwargs or {})
         extractor = build_video_backbone(backbone, weights, clip_frames, clip_size, shortcut)
         tail = self._build_tail(
             int(extractor.output.shape[-1]),
@@ -152,7 +155,7 @@ class VideoHasher(keras.Model):
         )
         clips = keras.Input((clip_frames, clip_size, clip_size, 3), name="clips")
         outputs = tail(extractor(clips, training=False))
-        super().__init__(clips, outputs["codes"], name=name, **model_kwargs)
+        super().__init__(clips, outputs["codes"], name=name, **kwargs)
         self.backbone_name = backbone
         self.bits = bits
         self.hash_layer_name = hash_layer
@@ -277,8 +280,7 @@ class VideoHasher(keras.Model):
                 "clip_size": self.clip_size,
                 "shortcut": self.shortcut,
                 "dropout": self.dropout,
-                "name": self.name,
-                **self.hash_layer_kwargs,
+                "hash_layer_kwargs": dict(self.hash_layer_kwargs),
             }
         )
         return config

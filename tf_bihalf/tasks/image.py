@@ -33,8 +33,8 @@ from tf_bihalf.data.feature_cache import FeatureCache
 from tf_bihalf.data.image_files import read_image_file
 from tf_bihalf.data.image_pipeline import image_dataset
 from tf_bihalf.errors import InputError
-from tf_bihalf.losses.cosine import CosineSimilarityPreservation
-from tf_bihalf.models.image_hasher import ImageHasher, SimilarityPreservingModel
+from tf_bihalf.models.image_hasher import ImageHasher
+from tf_bihalf.tasks.similarity import check_even_batch, similarity_models
 from tf_bihalf.training import pipelines
 from tf_bihalf.training.record import InputSpec
 from tf_bihalf.training.task import RecordFields, Task, TaskData, TaskModels
@@ -64,11 +64,7 @@ class ImageTask(Task):
 
     def __init__(self, config: dict):
         super().__init__(config)
-        if config["batch_size"] < 2 or config["batch_size"] % 2:
-            raise InputError(
-                f"batch_size must be even and >= 2 (the cosine loss pairs row i with i + M/2); "
-                f"got {config['batch_size']}."
-            )
+        check_even_batch(config)
 
     def prepare(self, run) -> None:
         config = self.config
@@ -99,17 +95,8 @@ class ImageTask(Task):
             dropout=config["dropout"],
             hash_layer_kwargs=config["hash_layer_kwargs"],
         )
-        model = SimilarityPreservingModel(
-            hasher.training_network(from_features=bool(config["feature_cache"])),
-            CosineSimilarityPreservation(pairing=config["loss"]["pairing"]),
-        )
         self.hasher = hasher
-        return TaskModels(
-            train_model=model,
-            encoder=model.encoder,
-            continuous_encoder=model.continuous_encoder,
-            export_model=hasher,
-        )
+        return similarity_models(hasher, config)
 
     def build_data(self, models, run) -> TaskData:
         config = self.config

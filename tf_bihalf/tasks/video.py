@@ -33,9 +33,8 @@ from tf_bihalf.data.feature_cache import weights_digest
 from tf_bihalf.data.video import pipeline, protocols, real_clips
 from tf_bihalf.data.video.decode import frame_files
 from tf_bihalf.errors import InputError
-from tf_bihalf.losses.cosine import CosineSimilarityPreservation
-from tf_bihalf.models.image_hasher import SimilarityPreservingModel
 from tf_bihalf.models.video_hasher import VideoHasher
+from tf_bihalf.tasks.similarity import check_even_batch, similarity_models
 from tf_bihalf.training import pipelines
 from tf_bihalf.training.record import InputSpec
 from tf_bihalf.training.task import RecordFields, Task, TaskData, TaskModels
@@ -88,11 +87,7 @@ class VideoTask(Task):
 
     def __init__(self, config: dict):
         super().__init__(config)
-        if config["batch_size"] < 2 or config["batch_size"] % 2:
-            raise InputError(
-                f"batch_size must be even and >= 2 (the cosine loss pairs row i with i + M/2); "
-                f"got {config['batch_size']}."
-            )
+        check_even_batch(config)
         if not 0.0 < config["query_fraction"] < 1.0:
             raise InputError(f"query_fraction must be in (0, 1); got {config['query_fraction']}.")
 
@@ -161,19 +156,10 @@ class VideoTask(Task):
             weights=config["weights"],
             clip_frames=config["clip_frames"],
             clip_size=config["clip_size"],
-            **config["hash_layer_kwargs"],
-        )
-        model = SimilarityPreservingModel(
-            hasher.training_network(from_features=bool(config["feature_cache"])),
-            CosineSimilarityPreservation(pairing=config["loss"]["pairing"]),
+            hash_layer_kwargs=config["hash_layer_kwargs"],
         )
         self.hasher = hasher
-        return TaskModels(
-            train_model=model,
-            encoder=model.encoder,
-            continuous_encoder=model.continuous_encoder,
-            export_model=hasher,
-        )
+        return similarity_models(hasher, config)
 
     # --- features -----------------------------------------------------------------------
 
