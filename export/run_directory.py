@@ -30,7 +30,7 @@ from tf_bihalf.data.image_pipeline import RESIZE_MODES
 from tf_bihalf.errors import InputError
 from tf_bihalf.training.record import RunRecord
 
-MODEL_TYPES = ("autoencoder", "image")
+MODEL_TYPES = ("autoencoder", "image", "video")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +39,8 @@ class EncoderSpec:
 
     Attributes:
         bits: code length K.
-        model_type: ``"autoencoder"`` or ``"image"``.
+        model_type: ``"autoencoder"``, ``"image"`` or ``"video"`` (clips
+            ``(frames, H, W, 3)`` RGB in [0, 255], through ``serving_default`` only).
         input_shape: one example's shape, e.g. ``(784,)`` or ``(224, 224, 3)``.
         hash_layer: the hash layer the model was trained with (``"bihalf"``, ``"sign"``, ...).
         image_size: ``(H, W)`` for image models, else ``None``.
@@ -70,6 +71,11 @@ class EncoderSpec:
             )
         if self.resize not in RESIZE_MODES:
             raise ValueError(f"resize must be one of {RESIZE_MODES}; got {self.resize!r}.")
+        if self.model_type == "video" and (len(self.input_shape) != 4 or self.input_shape[-1] != 3):
+            raise ValueError(
+                "A video model_type needs input_shape (frames, height, width, 3); got "
+                f"{list(self.input_shape)}."
+            )
         if self.model_type == "image":
             if self.image_size is None or len(self.image_size) != 2:
                 raise ValueError(
@@ -91,7 +97,7 @@ class EncoderSpec:
     @property
     def input_range(self) -> tuple[float, float]:
         """The range of the raw input values the encoder expects."""
-        return (0.0, 255.0) if self.model_type == "image" else (0.0, 1.0)
+        return (0.0, 255.0) if self.model_type in ("image", "video") else (0.0, 1.0)
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (lists instead of tuples)."""

@@ -170,7 +170,10 @@ def sidecar_contents(
                     "dtype": "float32",
                     "shape": [None, *spec.input_shape],
                     "range": [low, high],
-                    "layout": "RGB" if spec.model_type == "image" else "pixels, row-major",
+                    "layout": {
+                        "image": "RGB",
+                        "video": "RGB clips (frames, height, width, 3)",
+                    }.get(spec.model_type, "pixels, row-major"),
                 }
             },
             "outputs": outputs,

@@ -244,6 +244,18 @@ def test_video_smoke(tmp_path, dataset):
     if dataset == "ucf101":
         excluded = results["data_report"]["database"]["excluded"]
         assert excluded == 2 and results["data_report"]["query"]["excluded"] == 1
+        # The run exports like the others: a SavedModel taking a clip tensor, codes == Keras.
+        import keras
+        import tensorflow as tf
+
+        from export.saved_model import export_run
+
+        path = export_run(workdir, str(tmp_path / "exported"), "clips", 1)
+        clips = np.random.default_rng(0).uniform(0, 255, (3, 8, 32, 32, 3)).astype("float32")
+        serving = tf.saved_model.load(path).signatures["serving_default"]
+        exported = serving(inputs=tf.constant(clips))["codes"].numpy()
+        encoder = keras.saving.load_model(os.path.join(workdir, "encoder.keras"))
+        np.testing.assert_array_equal(exported, np.asarray(encoder(clips, training=False)))
 
 
 def test_real_videos_config_smoke_on_a_generated_folder(tmp_path):
