@@ -5,7 +5,7 @@ Usage::
     python benchmarks/autoencoder_table.py                          # MNIST, the config's epochs
     python benchmarks/autoencoder_table.py --epochs 10 --datasets mnist,fashion_mnist
 
-Each cell is one run of ``trainers.autoencoder.train`` with ``configs/autoencoder.py`` (Adam
+Each cell is one run of the training loop (the autoencoder task) with ``configs/autoencoder.py`` (Adam
 1e-3, coupled L2 1e-5, batch 128, gamma 1 for Bi-half, 0.2 for sign and sign+reg, alpha 1),
 ``--epochs`` overriding the epochs with the multistep milestones stretched proportionally, and
 evaluated once, on the final model: query = 10k test images, database = 60k training images,
@@ -39,8 +39,10 @@ def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from absl import logging
 
+    from tf_bihalf.tasks.autoencoder import AutoencoderTask
     from tf_bihalf.training import schedules
-    from trainers import autoencoder, common
+    from tf_bihalf.training.loop import train_and_evaluate
+    from trainers import common
 
     logging.set_verbosity(logging.WARNING)
     layers = args.layers.split(",")
@@ -58,12 +60,12 @@ def main() -> None:
                     config["schedule"]["milestones"] = schedules.scale_milestones(
                         config["schedule"]["milestones"], args.epochs, configured_epochs
                     )
-                config = autoencoder.finalize_config(config)
+                config = common.finalize_config(config)
                 path = os.path.join(
                     args.runs, f"{dataset}_{layer}_{bits}bits_{config['epochs']}epochs"
                 )
                 start = time.perf_counter()
-                results = autoencoder.train(config, path, progress=False)
+                results = train_and_evaluate(AutoencoderTask(config), config, path, progress=False)
                 elapsed = time.perf_counter() - start
                 metrics = results["metrics"]
                 table[dataset, layer, bits] = (

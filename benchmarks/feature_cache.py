@@ -27,8 +27,8 @@ from tf_bihalf.data import ImageSet  # noqa: E402
 from tf_bihalf.data.feature_cache import FeatureCache  # noqa: E402
 from tf_bihalf.data.image_pipeline import image_dataset, resize_images  # noqa: E402
 from tf_bihalf.models.image_hasher import ImageHasher, SimilarityPreservingModel  # noqa: E402
+from tf_bihalf.training.loop import EpochTimer  # noqa: E402
 from tf_bihalf.training.pipelines import epoch_batches  # noqa: E402
-from trainers.common import EpochTimer  # noqa: E402
 
 
 def load_images(source: str, count: int) -> ImageSet:
