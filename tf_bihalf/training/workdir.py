@@ -13,9 +13,9 @@ A run restarted with the same directory resumes; ``prepare_workdir`` refuses to 
 whose stored config differs from the new one (continuing someone else's run with other
 settings would silently mix two experiments) and names the keys that differ, and refuses a
 directory that holds checkpoints but no ``config.json`` (nothing says what they were trained
-with). It removes temporary files left by a killed write. ``Workdir.lock()`` takes an exclusive
-lock (``RUN/.lock``), so a second trainer started on the same directory exits at once with a
-clear message instead of interleaving checkpoints with the first.
+with). ``Workdir.lock()`` takes an exclusive lock (``RUN/.lock``), so a second trainer started
+on the same directory exits at once with a clear message instead of interleaving checkpoints
+with the first; once it holds the lock it removes temporary files left by a killed write.
 
 Example:
 
@@ -145,6 +145,9 @@ class Workdir:
         handle.write(f"process {os.getpid()}\n")
         handle.flush()
         self._lock_handle = handle
+        # Only the lock holder may remove temporaries: another trainer's could be in flight.
+        remove_stale_temporaries(self.path)
+        remove_stale_temporaries(self.checkpoint_dir)
 
     def unlock(self) -> None:
         if self._lock_handle is not None:
@@ -238,7 +241,5 @@ def prepare_workdir(path: str, config: dict) -> Workdir:
             )
     for sub_directory in (CHECKPOINT_DIR, TENSORBOARD_DIR, PLOTS_DIR):
         os.makedirs(os.path.join(path, sub_directory), exist_ok=True)
-    remove_stale_temporaries(path)
-    remove_stale_temporaries(os.path.join(path, CHECKPOINT_DIR))
     write_json(config_path, config)
     return Workdir(path=path, resuming=resuming)
