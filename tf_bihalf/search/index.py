@@ -87,6 +87,19 @@ def _as_ids(ids, count: int) -> np.ndarray:
     raise ValueError(f"ids must be integers or strings; got dtype {array.dtype}.")
 
 
+def packed_index_codes(codes, bits: int, name: str) -> np.ndarray:
+    """``codes`` (one code or a batch, any form ``tf_bihalf.codes`` accepts) packed for an index
+    of ``bits``-bit codes; a mismatch names the index's code length."""
+    array = np.asarray(codes)
+    if array.ndim == 1:
+        array = array[None, :]
+    try:
+        packed, _ = as_packed_codes(array, bits, name)
+    except ValueError as error:
+        raise ValueError(f"{error} (this index holds {bits}-bit codes)") from None
+    return packed
+
+
 class HammingIndex:
     """Exact Hamming-distance index over binary codes with a pluggable backend.
 
@@ -137,14 +150,7 @@ class HammingIndex:
     # -- building --------------------------------------------------------------------------------
 
     def _packed_codes(self, codes, name: str) -> np.ndarray:
-        array = np.asarray(codes)
-        if array.ndim == 1:
-            array = array[None, :]
-        try:
-            packed, _ = as_packed_codes(array, self.bits, name)
-        except ValueError as error:
-            raise ValueError(f"{error} (this index holds {self.bits}-bit codes)") from None
-        return packed
+        return packed_index_codes(codes, self.bits, name)
 
     def add(self, codes, ids=None) -> None:
         """Adds codes with ids (default: consecutive integers after the largest int id).

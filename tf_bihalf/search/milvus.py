@@ -47,8 +47,8 @@ import time
 import numpy as np
 from absl import logging
 
-from tf_bihalf.codes import as_packed_codes, check_bits, packed_width
-from tf_bihalf.search.index import _as_ids
+from tf_bihalf.codes import check_bits, packed_width
+from tf_bihalf.search.index import _as_ids, packed_index_codes
 
 __all__ = ["MAX_K", "MilvusHammingIndex", "drop_collection", "is_milvus_uri", "milvus_available"]
 
@@ -307,14 +307,7 @@ class MilvusHammingIndex:
     # -- building --------------------------------------------------------------------------------
 
     def _packed_codes(self, codes, name: str) -> np.ndarray:
-        array = np.asarray(codes)
-        if array.ndim == 1:
-            array = array[None, :]
-        try:
-            packed, _ = as_packed_codes(array, self.bits, name)
-        except ValueError as error:
-            raise ValueError(f"{error} (this index holds {self.bits}-bit codes)") from None
-        return packed
+        return packed_index_codes(codes, self.bits, name)
 
     def _max_id(self) -> int:
         """The largest stored id (-1 when empty), by iterating the ids once; then cached."""

@@ -56,9 +56,9 @@ import numpy as np
 from absl import logging
 
 from tf_bihalf.checksums import sha256_file
-from tf_bihalf.codes import as_packed_codes, check_bits, packed_width
+from tf_bihalf.codes import check_bits, packed_width
 from tf_bihalf.search import backends
-from tf_bihalf.search.index import _as_ids, manifest_digest
+from tf_bihalf.search.index import _as_ids, manifest_digest, packed_index_codes
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "ShardedHammingIndex", "is_sharded_index", "merge_top_k"]
 
@@ -330,14 +330,7 @@ class ShardedHammingIndex:
     # -- building --------------------------------------------------------------------------------
 
     def _packed_codes(self, codes, name: str) -> np.ndarray:
-        array = np.asarray(codes)
-        if array.ndim == 1:
-            array = array[None, :]
-        try:
-            packed, _ = as_packed_codes(array, self.bits, name)
-        except ValueError as error:
-            raise ValueError(f"{error} (this index holds {self.bits}-bit codes)") from None
-        return packed
+        return packed_index_codes(codes, self.bits, name)
 
     def _max_int_id(self) -> int:
         return max((int(entry["max_id"]) for entry in self._manifest["shards"]), default=-1)
