@@ -28,9 +28,9 @@ The Keras side uses the project's trainer components (``HashingAutoencoder``,
 ``BinaryReconstructionLoss``, ``build_optimizer``, ``build_learning_rate``), in these modes:
 
 - ``f64``: ``keras.config.set_floatx("float64")``, one step per ``train_on_batch``, no XLA;
-- ``f64_exact``: ``f64`` plus two benchmark-local patches that remove the project's known
-  float32 islands (the hash layers cast U to float32; ``MultiStepDecay`` returns a float32
-  rate), to show whether anything else differs; ``f64_layer``: only the first patch;
+  (the project's hash layers keep float64 features in float64 and its schedules return a
+  float64 rate, so nothing in this run is rounded to float32; docs/parity.md keeps the history
+  of the two float32 islands that once were there);
 - ``f32``: float32, one step per call, no XLA; ``f32_xla``: the same with XLA;
 - ``f32_trainer``: what ``trainers.autoencoder`` runs (``MirroredStrategy``, ``fit`` over
   ``epoch_batches``, XLA, 7 steps per call); losses per epoch only, weights at epoch ends;
@@ -52,7 +52,6 @@ formulation (``logits``: Keras' default from the sigmoid's logits; ``probabiliti
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import subprocess
@@ -65,7 +64,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYER_NAMES = ("encoder_hidden", "encoder_projection", "decoder_hidden", "decoder_output")
 GAMMAS = {"bihalf": 1.0, "sign": 0.2}  # the reference autoencoder's numerators
-MODES = ("f64", "f64_layer", "f64_exact", "f32", "f32_xla", "f32_trainer", "torch_f32", "torch_f64")
+MODES = ("f64", "f32", "f32_xla", "f32_trainer", "torch_f32", "torch_f64")
 TOLERANCES = {"float64": (1e-9, 1e-7), "float32": (1e-5, 1e-4)}
 
 TORCH_WORKER = r'''
@@ -241,38 +240,6 @@ def snapshot_steps(total: int, steps_per_epoch: int, first: int, every: int) -> 
 # The Keras side.
 
 
-@contextlib.contextmanager
-def float64_islands_removed(schedule: bool = True):
-    """Benchmark-only patches: the hash layer keeps U's dtype (the project's ``HashLayer.call``
-    casts to float32) and, with ``schedule``, the multistep rate is computed in float64 (the
-    project's ``MultiStepDecay`` returns float32)."""
-    import tensorflow as tf
-    from keras import ops
-
-    from tf_bihalf.layers.base import HashLayer
-    from tf_bihalf.training import schedules
-
-    original_call, original_schedule = HashLayer.call, schedules.MultiStepDecay.__call__
-
-    def call(self, inputs, training=None):
-        u = tf.convert_to_tensor(inputs)
-        return self.train_codes(u) if training else self.inference_codes(u)
-
-    def rate(self, step):
-        epoch = ops.floor_divide(ops.cast(step, "int64"), self.steps_per_epoch)
-        passed = sum(ops.cast(ops.greater_equal(epoch, m), "float64") for m in self.milestones)
-        factor = ops.convert_to_tensor(self.factor, "float64")  # ops.cast would round to float32
-        return self.initial_learning_rate * ops.power(factor, passed)
-
-    HashLayer.call = call
-    if schedule:
-        schedules.MultiStepDecay.__call__ = rate
-    try:
-        yield
-    finally:
-        HashLayer.call, schedules.MultiStepDecay.__call__ = original_call, original_schedule
-
-
 def build_keras(spec: dict, config: dict, jit_compile: bool, steps_per_execution: int = 1):
     from tf_bihalf.losses.reconstruction import BinaryReconstructionLoss
     from tf_bihalf.models.autoencoder import HashingAutoencoder
@@ -338,31 +305,26 @@ def run_keras_steps(spec: dict, config: dict, mode: str, reference_codes=None) -
 
     keras.backend.clear_session()
     keras.config.set_floatx(config["dtype"])
-    patches = {
-        "f64_exact": float64_islands_removed,
-        "f64_layer": lambda: float64_islands_removed(schedule=False),
-    }.get(mode, contextlib.nullcontext)()
     pixels = spec["pixels"].astype(config["dtype"])
     snapshots = set(int(s) for s in spec["snapshot_steps"])
     losses, rates, codes, weights, first_flip = [], [], [], {}, None
     try:
-        with patches:
-            model, optimizer = build_keras(spec, config, jit_compile=mode == "f32_xla")
-            for step in range(len(spec["offsets"])):
-                start = spec["offsets"][step]
-                x = pixels[spec["order"][start : start + spec["lengths"][step]]]
-                rates.append(float(np.asarray(optimizer.learning_rate)))
-                codes.append(np.asarray(model.encoder(x, training=True)).astype(np.int8))
-                if first_flip is None and reference_codes is not None:
-                    other = reference_codes[start : start + len(x)] != codes[-1]
-                    if other.any():
-                        u = np.asarray(model.continuous_encoder(x))
-                        columns = np.flatnonzero(other.any(axis=0))
-                        margin = code_margin(u, columns, config["hash_layer"])
-                        first_flip = {"step": step + 1, "bits": len(columns), "margin": margin}
-                losses.append(float(model.train_on_batch(x, x)))
-                if step + 1 in snapshots:
-                    weights[step + 1] = model_weights(model)
+        model, optimizer = build_keras(spec, config, jit_compile=mode == "f32_xla")
+        for step in range(len(spec["offsets"])):
+            start = spec["offsets"][step]
+            x = pixels[spec["order"][start : start + spec["lengths"][step]]]
+            rates.append(float(np.asarray(optimizer.learning_rate)))
+            codes.append(np.asarray(model.encoder(x, training=True)).astype(np.int8))
+            if first_flip is None and reference_codes is not None:
+                other = reference_codes[start : start + len(x)] != codes[-1]
+                if other.any():
+                    u = np.asarray(model.continuous_encoder(x))
+                    columns = np.flatnonzero(other.any(axis=0))
+                    margin = code_margin(u, columns, config["hash_layer"])
+                    first_flip = {"step": step + 1, "bits": len(columns), "margin": margin}
+            losses.append(float(model.train_on_batch(x, x)))
+            if step + 1 in snapshots:
+                weights[step + 1] = model_weights(model)
     finally:
         # Keras caches its global dtype policy from floatx on first use: reset both.
         keras.config.set_floatx("float32")

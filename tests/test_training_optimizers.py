@@ -127,6 +127,18 @@ def test_multistep_schedule_matches_multisteplr():
     learning_rate, callbacks = schedules.build_learning_rate(
         {"name": "multistep", "milestones": [60, 80]}, 1e-3, steps_per_epoch=469
     )
+    # Float64 and bit-identical to MultiStepLR's chained Python-float update (lr * 0.1 * 0.1,
+    # which is not 1e-3 * 0.1 ** 2 nor float32(1e-3) * ...).
+    chained, rates = 1e-3, []
+    for epoch in (0, 59, 60, 79, 80, 99):
+        rate = learning_rate(epoch * 469 + 468)
+        assert keras.backend.standardize_dtype(rate.dtype) == "float64"
+        rates.append(float(rate))
+    torch_chain = [1e-3, 1e-3, 1e-3 * 0.1, 1e-3 * 0.1, 1e-3 * 0.1 * 0.1, 1e-3 * 0.1 * 0.1]
+    assert rates == torch_chain
+    assert torch_chain[-1] != 1e-3 * 0.1**2 and chained != float(np.float32(1e-3))
+    step_rates = [float(schedules.StepDecay(0.3, 1, period=1, factor=0.7)(s)) for s in (0, 3)]
+    assert step_rates == [0.3, 0.3 * 0.7**3]  # StepLR's closed form, in float64
     assert float(learning_rate(60 * 469 - 1)) == pytest.approx(1e-3)
     assert float(learning_rate(60 * 469)) == pytest.approx(1e-4)
     assert callbacks == []

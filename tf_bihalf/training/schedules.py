@@ -7,7 +7,15 @@ optimizer steps per epoch, the epoch of step ``s`` (0-based) is ``e = s // steps
     ``StepLR``:       lr(e) = lr_0 * factor ** (e // period)
 
 so with milestones (60, 80) epochs 0-59 use lr_0, 60-79 lr_0/10, 80+ lr_0/100 — the reference's
-"lr x 0.1 at epochs 60 and 80". The schedule is a function of the optimizer's step counter, which
+"lr x 0.1 at epochs 60 and 80".
+
+The rate is computed and returned in float64, as PyTorch's Python floats: ``MultiStepDecay``
+multiplies by ``factor`` once per passed milestone, in order (``MultiStepLR``'s chained update,
+so epoch 80's rate is ``(1e-3 * 0.1) * 0.1`` bit for bit), and ``StepDecay`` is
+``lr_0 * factor ** k`` (``StepLR``'s closed form). The optimizers take the float64 rate into
+their float64 step size and round once, to the variables' dtype; a float32 rate would make
+float64 training only float32-accurate and moves the float32 step size by an ulp at some
+steps (``benchmarks/reference_parity.py``, docs/parity.md). The schedule is a function of the optimizer's step counter, which
 is checkpointed with the optimizer, so a resumed run continues with the right rate.
 
 ``build_learning_rate(schedule_config, learning_rate, steps_per_epoch)`` maps a config dict to
@@ -69,10 +77,10 @@ class MultiStepDecay(keras.optimizers.schedules.LearningRateSchedule):
 
     def __call__(self, step):
         epoch = ops.floor_divide(ops.cast(step, "int64"), self.steps_per_epoch)
-        passed = ops.zeros((), "float32")
+        rate = _float64(self.initial_learning_rate)
         for milestone in self.milestones:
-            passed = passed + ops.cast(ops.greater_equal(epoch, milestone), "float32")
-        return self.initial_learning_rate * ops.power(ops.cast(self.factor, "float32"), passed)
+            rate = ops.where(ops.greater_equal(epoch, milestone), rate * self.factor, rate)
+        return rate
 
     def get_config(self):
         return {
@@ -110,8 +118,8 @@ class StepDecay(keras.optimizers.schedules.LearningRateSchedule):
 
     def __call__(self, step):
         epoch = ops.floor_divide(ops.cast(step, "int64"), self.steps_per_epoch)
-        decays = ops.cast(ops.floor_divide(epoch, self.period), "float32")
-        return self.initial_learning_rate * ops.power(ops.cast(self.factor, "float32"), decays)
+        decays = ops.cast(ops.floor_divide(epoch, self.period), "float64")
+        return _float64(self.initial_learning_rate) * ops.power(_float64(self.factor), decays)
 
     def get_config(self):
         return {
@@ -120,6 +128,12 @@ class StepDecay(keras.optimizers.schedules.LearningRateSchedule):
             "period": self.period,
             "factor": self.factor,
         }
+
+
+def _float64(value: float):
+    """A float64 constant from a Python float (``ops.cast`` of a Python float would round it to
+    float32 first)."""
+    return ops.convert_to_tensor(value, "float64")
 
 
 def scale_milestones(milestones: Sequence[int], epochs: int, reference_epochs: int) -> list[int]:
