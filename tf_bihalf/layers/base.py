@@ -85,6 +85,12 @@ class HashLayer(keras.layers.Layer):
         return keras.KerasTensor(inputs.shape, dtype=self._compute_dtype_for(inputs.dtype).name)
 
 
+def batch_mean_or_zero(values: tf.Tensor) -> tf.Tensor:
+    """``tf.reduce_mean(values)`` of a batch-dependent regulariser term, and 0 (not NaN) when
+    the batch is empty, so that an empty batch adds nothing to the loss."""
+    return tf.where(tf.size(values) > 0, tf.reduce_mean(values), tf.zeros((), values.dtype))
+
+
 def straight_through(u: tf.Tensor, codes: tf.Tensor, gamma: float | tf.Tensor = 0.0) -> tf.Tensor:
     """Forward ``codes``; backward ``dL/dU = dL/dB + gamma / (M*K) * (U - B)``.
 

@@ -9,9 +9,15 @@ from tf_bihalf.layers.base import HashLayer, sign_codes, straight_through
 
 
 def column_median(u: tf.Tensor) -> tf.Tensor:
-    """Per-column median of ``u`` (M, K); the mean of the two middle values for even M."""
+    """Per-column median of ``u`` (M, K); the mean of the two middle values for even M.
+
+    An empty ``u`` (M = 0) has no median: the result is then zeros (callers must not use it).
+    """
     m = tf.shape(u)[0]
-    ordered = tf.sort(u, axis=0)
+    # One row of zeros when M = 0 keeps the gathers in range; a zero padding is free (tf.pad
+    # forwards the input's buffer) and changes nothing for M > 0.
+    ordered = tf.pad(tf.sort(u, axis=0), [[0, tf.maximum(1 - m, 0)], [0, 0]])
+    m = tf.maximum(m, 1)
     low = tf.gather(ordered, (m - 1) // 2, axis=0)
     high = tf.gather(ordered, m // 2, axis=0)
     return (low + high) / 2.0
@@ -23,7 +29,8 @@ class MedianShift(HashLayer):
 
     The batch median is tracked with an exponential moving average
     (``moving = momentum * moving + (1 - momentum) * median``) and used at inference:
-    ``sign(U - moving_median)``. The gradient is straight-through. Not in the public
+    ``sign(U - moving_median)``; an empty batch leaves the moving median unchanged. The
+    gradient is straight-through. Not in the public
     reference code; follows the paper's description (section 4.2, Fig. 4b).
 
     Args:
@@ -66,8 +73,14 @@ class MedianShift(HashLayer):
 
     def train_codes(self, u: tf.Tensor) -> tf.Tensor:
         median = column_median(u)
+        moving = tf.convert_to_tensor(self.moving_median)
+        # An empty batch has no median: it leaves the moving median as it is.
         self.moving_median.assign(
-            self.momentum * self.moving_median + (1.0 - self.momentum) * median
+            tf.where(
+                tf.shape(u)[0] > 0,
+                self.momentum * moving + (1.0 - self.momentum) * median,
+                moving,
+            )
         )
         return straight_through(u, sign_codes(u - median))
 

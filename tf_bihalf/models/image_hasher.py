@@ -37,11 +37,12 @@ import tensorflow as tf
 from tf_bihalf import layers as hash_layers
 from tf_bihalf.losses.cosine import CosineSimilarityPreservation
 from tf_bihalf.models.backbones import Backbone, build_backbone, normalize_image_size
+from tf_bihalf.models.empty_batch import EmptyBatchSupport
 from tf_bihalf.models.linear import torch_linear
 
 
 @keras.saving.register_keras_serializable(package="tf_bihalf")
-class ImageHasher(keras.Model):
+class ImageHasher(EmptyBatchSupport, keras.Model):
     """Frozen image backbone + ``Linear(feat, K)`` head + hash layer (functional subclass).
 
     Args:

@@ -36,6 +36,7 @@ import tensorflow as tf
 from tf_bihalf import layers as hash_layers
 from tf_bihalf.models import i3d as i3d_module
 from tf_bihalf.models import resnet3d
+from tf_bihalf.models.empty_batch import EmptyBatchSupport
 from tf_bihalf.models.linear import torch_linear
 
 VIDEO_BACKBONES = tuple(f"resnet3d_{depth}" for depth in sorted(resnet3d.DEPTHS)) + ("i3d",)
@@ -88,7 +89,7 @@ def build_video_backbone(
 
 
 @keras.saving.register_keras_serializable(package="tf_bihalf")
-class VideoHasher(keras.Model):
+class VideoHasher(EmptyBatchSupport, keras.Model):
     """Frozen video backbone + ``Linear(feat, K)`` head + hash layer (functional subclass).
 
     Args:
