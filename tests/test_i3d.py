@@ -5,8 +5,12 @@ classes on real clips."""
 
 from __future__ import annotations
 
+import ast
 import os
 import pickle
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -235,3 +239,187 @@ def test_real_clips_get_plausible_kinetics_classes(kinetics_weights, tmp_path_fa
         "texting",
     }
     assert len(face & set(top["carphone_pristine"])) >= 3, top
+
+
+# --- the checkpoint reader against crafted files ----------------------------------------------
+
+
+class _Crafted:
+    """Pickles as the call ``function(*args)`` followed by ``BUILD`` with ``state``: real
+    numpy globals with lying arguments, as a crafted file would hold them."""
+
+    def __init__(self, function, args, state=None):
+        self.reduce = (function, args) if state is None else (function, args, state)
+
+    def __reduce__(self):
+        return self.reduce
+
+
+def _crafted_array(shape, data: bytes, dtype=None, version=1, fortran=False):
+    dtype = np.dtype("float32") if dtype is None else dtype
+    reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]  # numpy's own _reconstruct
+    state = (version, shape, dtype, fortran, data)
+    return _Crafted(reconstruct, (np.ndarray, (0,), b"b"), state)
+
+
+def _checkpoint_bytes(leaf, protocol=2) -> bytes:
+    return pickle.dumps({"params": {"w": leaf}, "batch_stats": {}}, protocol=protocol)
+
+
+_FOUR_FLOATS = np.arange(4, dtype="float32").tobytes()
+I3D_CRAFTED = {
+    "negative_dimension": (_crafted_array((-1,), _FOUR_FLOATS), "sizes in \\[0, 2\\*\\*63\\)"),
+    "size_lie": (_crafted_array((10,), _FOUR_FLOATS), "needs 40 bytes but the file holds 16"),
+    "huge_shape": (_crafted_array((2**40, 2**40), _FOUR_FLOATS), "needs"),
+    "shape_overflow": (_crafted_array((2**64,), _FOUR_FLOATS), "sizes in"),
+    "too_many_dims": (_crafted_array((1,) * 40, _FOUR_FLOATS), "dimensions"),
+    "float_shape": (_crafted_array((4.0,), _FOUR_FLOATS), "sizes in"),
+    "object_dtype": (_crafted_array((1,), b"", dtype=np.dtype("O")), "dtype 'O8'"),
+    "structured_dtype": (
+        _crafted_array((1,), b"\0" * 8, dtype=np.dtype([("a", "<f4"), ("b", "<i4")])),
+        "dtype 'V8'",
+    ),
+    "unknown_state_version": (_crafted_array((4,), _FOUR_FLOATS, version=7), "version"),
+    "uninitialised_ndarray": (_Crafted(np.ndarray, ((1000,), "float32")), "numpy.ndarray"),
+    "huge_reconstruct": (
+        _Crafted(np.ndarray.__reduce__(np.zeros(1))[0], (np.ndarray, (10**12,), b"b")),
+        "_reconstruct",
+    ),
+    "numpy_frombuffer": (_Crafted(np.frombuffer, (b"\0" * 8, "float32")), "numpy.frombuffer"),
+    "os_system": (_Crafted(os.system, ("true",)), "system"),
+    "builtins_eval": (_Crafted(eval, ("1 + 1",)), "builtins.eval"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(I3D_CRAFTED))
+def test_crafted_checkpoints_raise_value_error_naming_the_file(tmp_path, case):
+    leaf, message = I3D_CRAFTED[case]
+    path = tmp_path / f"{case}.ckpt"
+    path.write_bytes(_checkpoint_bytes(leaf))
+    with pytest.raises(ValueError, match=message) as raised:
+        i3d.read_checkpoint(str(path))
+    assert str(path) in str(raised.value)
+
+
+def test_pickle_level_lies_are_refused_before_allocating(tmp_path):
+    """Python's unpickler allocates a BINBYTES8 record's declared size before reading it (a
+    1 TB claim in a 40-byte file is a MemoryError there); the opcode walk refuses it first.
+    Opcodes that reach outside the data, and bytes after STOP, are refused too."""
+    import struct
+
+    import torch_writer as tw
+
+    cases = {
+        "bytes8_lie": (b"\x80\x04\x8e" + struct.pack("<Q", 2**40) + b"abc.", "bytes8"),
+        "unicode8_lie": (b"\x80\x04\x8d" + struct.pack("<Q", 2**40) + b"abc.", "unicode8"),
+        "persistent_id": (b"\x80\x02X\x01\x00\x00\x00aQ.", "BINPERSID"),
+        "extension": (b"\x80\x02\x82\x01.", "EXT1"),
+        "trailing_bytes": (pickle.dumps(random_checkpoint_small(), protocol=4) + b"\0", "follow"),
+        "no_stop": (pickle.dumps(random_checkpoint_small(), protocol=4)[:-1], "STOP|truncated"),
+        # The .pth reader's test writer emits the same refused globals into a plain pickle.
+        "writer_os_system": (tw.dumps({"params": tw.Global("os", "system", ("true",))}), "os"),
+    }
+    for name, (data, message) in cases.items():
+        path = tmp_path / f"{name}.ckpt"
+        path.write_bytes(data)
+        with pytest.raises(ValueError, match=message) as raised:
+            i3d.read_checkpoint(str(path))
+        assert str(path) in str(raised.value), name
+
+
+def random_checkpoint_small() -> dict:
+    """A small checkpoint in the I3D layout: a few arrays of every stored kind."""
+    return {
+        "params": {
+            "Conv3d_1a_7x7": {"Conv_0": {"kernel": RNG.normal(size=(2, 2, 2, 3, 4))}},
+            "f16": RNG.normal(size=(3,)).astype("float16"),
+            "big_endian": np.arange(5, dtype=">i4"),
+            "fortran": np.asfortranarray(RNG.normal(size=(3, 2)).astype("float32")),
+            "empty": np.zeros((0, 3), "float32"),
+            "scalar": np.float32(1.5),
+            "flags": np.array([True, False]),
+        },
+        "batch_stats": {"Conv3d_1a_7x7": {"BatchNorm_0": {"mean": np.ones((1, 1, 1, 1, 4))}}},
+    }
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 4, 5])
+def test_valid_checkpoints_read_exactly_in_every_protocol(tmp_path, protocol):
+    variables = random_checkpoint_small()
+    path = tmp_path / "small.ckpt"
+    path.write_bytes(pickle.dumps(variables, protocol=protocol))
+    loaded = i3d.read_checkpoint(str(path))
+    expected, actual = i3d.flatten(variables["params"]), i3d.flatten(loaded["params"])
+    assert sorted(actual) == sorted(expected)
+    for name, value in expected.items():
+        value = np.asarray(value)
+        assert actual[name].shape == value.shape, name
+        assert actual[name].dtype == value.dtype.newbyteorder("="), name
+        np.testing.assert_array_equal(actual[name], value)
+
+
+def test_truncation_at_every_byte_bit_flips_and_garbage_in_a_bounded_child(tmp_path):
+    """Every prefix of a small valid checkpoint, 400 random corruptions and random garbage,
+    read in a child process whose address space is capped at 1 GiB above what it uses after
+    imports: each read succeeds or raises ValueError naming the file, and the child exits
+    normally (no signal, no MemoryError)."""
+    good = tmp_path / "good.ckpt"
+    good.write_bytes(pickle.dumps(random_checkpoint_small(), protocol=2))
+    good4 = tmp_path / "good4.ckpt"
+    good4.write_bytes(pickle.dumps(random_checkpoint_small(), protocol=4))
+    script = textwrap.dedent(
+        f"""
+        import resource
+        import numpy as np
+        from tf_bihalf.models import i3d
+        with open("/proc/self/status") as status:
+            used = next(int(line.split()[1]) for line in status if line.startswith("VmSize"))
+        limit = used * 1024 + (1 << 30)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        rng = np.random.default_rng(3)
+        sources = [open({str(good)!r}, "rb").read(), open({str(good4)!r}, "rb").read()]
+        path = {str(tmp_path / "fuzz.ckpt")!r}
+        outcomes = {{"ok": 0, "error": 0}}
+
+        def read(data):
+            with open(path, "wb") as handle:
+                handle.write(bytes(data))
+            try:
+                i3d.read_checkpoint(path)
+                outcomes["ok"] += 1
+            except ValueError as error:
+                assert path in str(error), str(error)
+                outcomes["error"] += 1
+
+        for cut in range(len(sources[0])):
+            read(sources[0][:cut])
+        for trial in range(400):
+            data = bytearray(sources[trial % 2])
+            for _ in range(int(rng.integers(1, 6))):
+                data[int(rng.integers(0, len(data)))] = int(rng.integers(0, 256))
+            read(data)
+        for trial in range(100):
+            read(rng.integers(0, 256, size=int(rng.integers(1, 300)), dtype=np.uint8))
+        print(outcomes)
+        """
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.path.dirname(__file__)]))
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert result.returncode == 0, (result.returncode, result.stderr[-2000:])
+    outcomes = ast.literal_eval(result.stdout.strip().splitlines()[-1])
+    assert outcomes["error"] >= len(good.read_bytes()) - 1  # every strict prefix fails
+
+
+def test_checkpoint_file_kinds(tmp_path):
+    with pytest.raises(ValueError, match="not a regular file"):
+        i3d.read_checkpoint(str(tmp_path))
+    fifo = tmp_path / "fifo.ckpt"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="not a regular file"):
+        i3d.read_checkpoint(str(fifo))  # must not block
+    empty = tmp_path / "empty.ckpt"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match=str(empty)):
+        i3d.read_checkpoint(str(empty))
