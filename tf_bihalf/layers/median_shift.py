@@ -61,6 +61,11 @@ class MedianShift(HashLayer):
 
     def build(self, input_shape):
         self._validate(input_shape)
+        if input_shape[-1] is None:
+            raise ValueError(
+                f"MedianShift needs a known number of bits (the last dimension) for its "
+                f"per-bit moving median; got shape {tuple(input_shape)}."
+            )
         self.moving_median = self.add_weight(
             name="moving_median",
             shape=(input_shape[-1],),
