@@ -12,6 +12,8 @@ them (layers: ``tests/test_layers.py::test_bad_inputs_give_clear_errors``; metri
 
 from __future__ import annotations
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -217,3 +219,38 @@ def test_bit_statistics_refuse_malformed_codes(function):
     ):
         with pytest.raises(ValueError, match=message):
             function(bad)
+
+
+def test_image_folder_with_a_zero_byte_file_and_a_non_image(tmp_path):
+    """The image trainer's folder data path: a zero-byte image and a text file named .png are
+    excluded and listed with their reason and name; a non-image extension is not collected;
+    every good image keeps its label."""
+    import io
+
+    from PIL import Image
+
+    from tf_bihalf.data.protocols import load_protocol
+
+    rng = np.random.default_rng(4)
+    for label in ("a", "b"):
+        (tmp_path / "photos" / label).mkdir(parents=True)
+        for index in range(6):
+            buffer = io.BytesIO()
+            pixels = rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(buffer, format="PNG")
+            (tmp_path / "photos" / label / f"{index}.png").write_bytes(buffer.getvalue())
+    (tmp_path / "photos" / "a" / "empty.jpg").write_bytes(b"")
+    (tmp_path / "photos" / "a" / "notes.png").write_bytes(b"this is not an image\n")
+    (tmp_path / "photos" / "b" / "readme.txt").write_text("not collected")
+    splits = load_protocol(f"folder:{tmp_path / 'photos'}", num_query_per_class=1)
+    excluded = {
+        os.path.basename(path)
+        for name in ("train", "query", "database")
+        for path, _ in splits.excluded[name]
+    }
+    assert excluded == {"empty.jpg", "notes.png"}
+    messages = " ".join(splits.report["unusable_examples"])
+    assert "empty.jpg: is empty" in messages
+    assert "notes.png: has no readable image header" in messages
+    kept = {path for name in ("train", "query", "database") for path in splits.split(name).paths}
+    assert len(kept) == 12 and all(os.path.basename(path)[0].isdigit() for path in kept)
