@@ -254,3 +254,26 @@ def test_image_folder_with_a_zero_byte_file_and_a_non_image(tmp_path):
     assert "notes.png: has no readable image header" in messages
     kept = {path for name in ("train", "query", "database") for path in splits.split(name).paths}
     assert len(kept) == 12 and all(os.path.basename(path)[0].isdigit() for path in kept)
+
+
+def test_encode_helpers_refuse_nan_and_wrong_shapes():
+    """The models' encode helpers take user arrays: NaN/Inf rows (which would silently encode
+    as -1), wrong widths and non-numeric arrays are a ValueError that says which."""
+    autoencoder = HashingAutoencoder(bits=BITS)
+    pixels = np.zeros((4, 784), "float32")
+    pixels[2, 5] = np.nan
+    with pytest.raises(ValueError, match="NaN or Inf in 1 of 4 rows \\(first: row 2\\)"):
+        autoencoder.encode(pixels)
+    assert autoencoder.encode(np.zeros((0, 784), "float32")).shape == (0, BITS)
+    image = ImageHasher("vgg16", bits=BITS, image_size=32)
+    video = VideoHasher("resnet3d_10", bits=BITS, clip_size=16, clip_frames=2)
+    for model, width in ((image, image.backbone.frozen_dim), (video, video.feature_dim)):
+        features = np.ones((3, width), "float32")
+        features[0, 0] = np.inf
+        with pytest.raises(ValueError, match="NaN or Inf in 1 of 3 rows"):
+            model.encode_features(features)
+        with pytest.raises(ValueError, match=f"must be \\(N, {width}\\)"):
+            model.encode_features(np.ones((3, width + 1), "float32"))
+        with pytest.raises(ValueError, match="must be numeric"):
+            model.encode_features(np.full((3, width), "x"))
+        assert model.encode_features(np.ones((0, width), "float32")).shape == (0, BITS)

@@ -33,6 +33,7 @@ import numpy as np
 
 from tf_bihalf import layers as hash_layers
 from tf_bihalf.models.empty_batch import EmptyBatchSupport
+from tf_bihalf.models.inputs import finite_features
 from tf_bihalf.models.linear import torch_linear
 
 HASH_LAYER_NAME = "hash_layer"
@@ -125,13 +126,15 @@ class HashingAutoencoder(EmptyBatchSupport, keras.Model):
         self.hash_layer_kwargs = hash_layer_kwargs
 
     def encode(self, inputs, batch_size: int = 1024) -> np.ndarray:
-        """``sign(U)`` codes as int8 ±1 (N, bits), computed in batches at inference."""
+        """``sign(U)`` codes as int8 ±1 (N, bits), computed in batches at inference;
+        ``ValueError`` for a wrong shape or NaN/Inf pixels."""
         encoder = self.encoder
-        inputs = np.asarray(inputs, dtype="float32")
+        inputs = np.asarray(inputs)
         if inputs.ndim != 2 or inputs.shape[1] != self.input_dim:
             raise ValueError(
                 f"encode expects (N, {self.input_dim}) pixels; got shape {inputs.shape}."
             )
+        inputs = finite_features(inputs, self.input_dim, "pixels")
         parts = [
             keras.ops.convert_to_numpy(encoder(inputs[start : start + batch_size], training=False))
             for start in range(0, len(inputs), batch_size)

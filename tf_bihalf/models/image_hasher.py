@@ -38,6 +38,7 @@ from tf_bihalf import layers as hash_layers
 from tf_bihalf.losses.cosine import CosineSimilarityPreservation
 from tf_bihalf.models.backbones import Backbone, build_backbone, normalize_image_size
 from tf_bihalf.models.empty_batch import EmptyBatchSupport
+from tf_bihalf.models.inputs import finite_features
 from tf_bihalf.models.linear import torch_linear
 
 
@@ -143,7 +144,9 @@ class ImageHasher(EmptyBatchSupport, keras.Model):
 
     def encode_features(self, features, batch_size: int = 256) -> np.ndarray:
         """int8 ±1 codes of cached frozen features ``(N, frozen_dim)`` (inference mode: equal
-        to the codes of the images they came from)."""
+        to the codes of the images they came from); ``ValueError`` for a wrong shape or
+        NaN/Inf."""
+        features = finite_features(features, self.backbone.frozen_dim, "features")
         codes = [
             self._encode_tail(tf.convert_to_tensor(features[start : start + batch_size])).numpy()
             for start in range(0, len(features), batch_size)

@@ -37,6 +37,7 @@ from tf_bihalf import layers as hash_layers
 from tf_bihalf.models import i3d as i3d_module
 from tf_bihalf.models import resnet3d
 from tf_bihalf.models.empty_batch import EmptyBatchSupport
+from tf_bihalf.models.inputs import finite_features
 from tf_bihalf.models.linear import torch_linear
 
 VIDEO_BACKBONES = tuple(f"resnet3d_{depth}" for depth in sorted(resnet3d.DEPTHS)) + ("i3d",)
@@ -223,12 +224,8 @@ class VideoHasher(EmptyBatchSupport, keras.Model):
 
     def encode_features(self, features, batch_size: int = 256) -> np.ndarray:
         """int8 ±1 codes of cached features ``(N, feature_dim)`` (inference mode: equal to
-        the codes of the clips they came from)."""
-        features = np.asarray(features, np.float32)
-        if features.ndim != 2 or features.shape[1] != self.feature_dim:
-            raise ValueError(
-                f"features must be (N, {self.feature_dim}); got shape {features.shape}."
-            )
+        the codes of the clips they came from); ``ValueError`` for a wrong shape or NaN/Inf."""
+        features = finite_features(features, self.feature_dim, "features")
         codes = [
             self._encode_tail(tf.convert_to_tensor(features[start : start + batch_size])).numpy()
             for start in range(0, len(features), batch_size)
