@@ -114,7 +114,13 @@ def test_every_hash_layer_on_an_empty_batch(name):
             loss = tf.reduce_sum(codes) + tf.add_n([0.0, *layer.losses])
         return codes, loss, tape.gradient(loss, u)
 
-    for function in (step, tf.function(step, jit_compile=True)):
+    dynamic = [tf.TensorSpec((None, 5), tf.float32)]
+    for function in (
+        step,
+        tf.function(step, jit_compile=True),
+        tf.function(step, input_signature=dynamic),
+        tf.function(step, input_signature=dynamic, jit_compile=True),
+    ):
         codes, loss, gradient = function(empty)
         assert codes.shape == (0, 5) and gradient.shape == (0, 5)
         assert np.isfinite(float(loss)) and float(loss) == 0.0
