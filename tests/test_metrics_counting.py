@@ -155,6 +155,63 @@ def test_numba_and_numpy_agree(monkeypatch):
     assert compiled.histogram.sum() == 40 * 300
 
 
+def test_small_k_path_equals_full_pass():
+    """With 4k < N the kernel counts the histogram first and records only the items near
+    enough to rank within k; asking for k = N as well forces the full counting pass. Both must
+    give the same AP@k, hit counts and histograms."""
+    pytest.importorskip("numba")
+    for seed, labels in ((8, "class"), (9, "multi")):
+        query, database, query_labels, database_labels = make_problem(
+            seed, 12, 400, 24, labels, True
+        )
+        problem = retrieval._Problem(query, database, query_labels, database_labels, None, 1)
+        assert problem.use_numba
+        ks, ns = np.array([1, 7, 60]), np.array([3, 99])
+        near = problem.statistics(0, problem.num_queries, ks, ns)
+        full = problem.statistics(0, problem.num_queries, np.append(ks, 400), ns)
+        np.testing.assert_array_equal(near.histogram, full.histogram)
+        np.testing.assert_array_equal(near.relevant_histogram, full.relevant_histogram)
+        np.testing.assert_array_equal(near.ap_found, full.ap_found[:, :3])
+        np.testing.assert_array_equal(near.hits, full.hits)
+        np.testing.assert_array_equal(near.ap_sum, full.ap_sum[:, :3])
+        assert (full.ap_found[:, 3] == full.relevant_histogram.sum(axis=1)).all()
+
+
+def test_kernel_fits_bounds_the_packed_counters():
+    # Two counts up to N and a distance up to K share one int64.
+    assert _counting.kernel_fits(60_000, 64)
+    assert _counting.kernel_fits((1 << 28) - 1, 64)
+    assert not _counting.kernel_fits(1 << 28, 64)
+    assert not _counting.kernel_fits(1 << 31, 8)
+
+
+@pytest.mark.parametrize("num_classes", [3, 300])  # int8 and int16 dense ids
+def test_class_ids_any_integers(implementation, num_classes):
+    """Class ids are renumbered densely inside; any integer ids (negative, beyond 32 bits, as
+    integral floats, query classes absent from the database) give the reference values."""
+    rng = np.random.default_rng(10)
+    query = rng.integers(0, 2, (15, 12))
+    database = rng.integers(0, 2, (400, 12))
+    query_labels = rng.integers(0, num_classes + 2, 15)  # some classes only among the queries
+    database_labels = rng.integers(0, num_classes, 400)
+    relevance = query_labels[:, None] == database_labels[None, :]
+    rankings = reference_rankings(query, database, relevance)
+    expected = [reference_ap(ranking, 400) for ranking in rankings]
+    for mapping in (
+        lambda ids: ids,
+        lambda ids: 10**12 - 7 * ids,  # negative steps, beyond 32 bits
+        lambda ids: ids.astype(np.float64) - 50.0,
+    ):
+        got = metrics.average_precision(
+            query, database, mapping(query_labels), mapping(database_labels)
+        )
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+    prepared = retrieval._prepare_labels(query_labels, database_labels, 15, 400)
+    assert prepared.database.itemsize == (1 if np.unique(database_labels).size < 128 else 2)
+    absent = ~np.isin(query_labels, database_labels)
+    assert absent.any() and (prepared.query[absent] == -1).all()
+
+
 def test_numba_can_be_disabled(monkeypatch):
     monkeypatch.setattr(_counting, "_KERNEL", None)
     monkeypatch.setenv("TF_BIHALF_NUMBA", "0")

@@ -16,8 +16,11 @@ every relevant item with ``rank_j <= k``. ``AP@k = sum / (number of such items)`
 
 Two interchangeable implementations, with the same outputs:
 
-- ``numba`` (used when ``numba`` is installed): both passes fused in one compiled loop per
-  query, popcount by the CPU instruction; about 1-2 ns per (query, item) pair.
+- ``numba`` (used when ``numba`` is installed): per query a vectorised distance/relevance
+  loop, then one branchless counting pass that keeps, for the relevant items only, their
+  distance and positions inside their bucket; the ranks and AP then take O(R) work for R
+  relevant items (``_numba_kernel`` has the details). About 1 ns per (query, item) pair for
+  the stable ranking, 0.4-0.5 ns for the histograms alone.
 - ``numpy`` (fallback): distances by ``numpy.bitwise_count``, the histogram by ``bincount``,
   and the stable order by ``argsort(kind="stable")`` of the distances, which numpy implements
   as a radix (counting) sort for 8- and 16-bit integers.
@@ -35,7 +38,7 @@ import numpy as np
 
 from tf_bihalf.search import hamming
 
-__all__ = ["ChunkStatistics", "backend", "chunk_statistics"]
+__all__ = ["ChunkStatistics", "backend", "chunk_statistics", "kernel_fits"]
 
 _KERNEL_LOCK = threading.Lock()
 _KERNEL = None  # the compiled numba kernel, False when numba is unavailable or disabled
@@ -77,6 +80,12 @@ def _load_kernel():
         return _KERNEL
 
 
+def kernel_fits(num_database: int, bits: int) -> bool:
+    """Whether the compiled kernel's packed per-distance counters (two counts up to N and a
+    distance up to K in one int64) can hold this problem: N < 2^28 for 64-bit codes."""
+    return 2 * int(num_database).bit_length() + int(bits).bit_length() <= 63
+
+
 def backend() -> str:
     """``"numba"`` or ``"numpy"``: the implementation ``chunk_statistics`` uses by default."""
     return "numba" if _load_kernel() else "numpy"
@@ -114,8 +123,8 @@ def chunk_statistics(
       bits: the code length K.
       ks: int64, the k of each AP@k wanted (each in 1..N); may be empty.
       ns: int64, the N of each hit count wanted (each in 1..N); may be empty.
-      buffers: per-thread work arrays: ``"values"`` (unsigned, (1, N)) and ``"records"`` (int64 (2, N))
-        for numba; for numpy
+      buffers: per-thread work arrays: ``"values"`` (unsigned, (1, N)), ``"records"`` (int64,
+        (1, N)) and ``"ranks"`` (float64, (1, N)) for numba; for numpy
         ``"values"`` (at least (stop-start, N), unsigned, receives 2 * distance + relevant),
         ``"scratch"`` (uint64, same shape), ``"counts"`` (uint8), ``"relevant"`` (bool) and,
         for multi-hot labels, ``"label_scratch"`` (uint64).
@@ -124,8 +133,8 @@ def chunk_statistics(
     kernel = _load_kernel() if use_numba is None or use_numba else False
     if use_numba and not kernel:
         raise ValueError("use_numba=True but numba is not available (pip install numba).")
-    if database_words.shape[1] >= 1 << 31:
-        kernel = False  # the kernel packs per-distance counts into 32-bit halves
+    if not kernel_fits(database_words.shape[1], bits):
+        kernel = False
     rows = stop - start
     result = _empty_statistics(rows, bits, ks, ns)
     if kernel:
@@ -142,7 +151,8 @@ def chunk_statistics(
             ks,
             ns,
             buffers["values"][0],
-            buffers["records"],
+            buffers["records"][0],
+            buffers["ranks"][0],
             result.histogram,
             result.relevant_histogram,
             result.ap_sum,

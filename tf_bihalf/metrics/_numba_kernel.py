@@ -2,6 +2,25 @@
 
 Importing this module raises ImportError when numba is not installed; ``_counting`` then uses
 its numpy implementation. The kernel is compiled on first use and cached on disk by numba.
+
+Per query:
+
+1. ``values[j] = 2 * d_j + relevant_j`` for every database item (a loop LLVM vectorises);
+2. one pass in database order with one counter per distance, *branchless*:
+   ``c = counter[d_j]; counter[d_j] = c + step + relevant_j; record[count] = c;
+   count += relevant_j``. Every item writes a record, but only a relevant one advances
+   ``count``, so the records kept are the relevant items', in database order, each holding its
+   distance and how many items and relevant items came earlier at that distance (a branch on
+   relevance costs more: it is mispredicted about as often as an item is relevant). The final
+   counters are the histograms. Without thresholds (``ties="average"``, the radius metrics)
+   the histograms are counted over four tables instead (fewer stores per item); with small
+   thresholds (4 k < N) the histograms come first, and the counting pass only handles the items
+   at distances that can rank within k (the others are skipped by a well-predicted branch);
+3. over the R records only: each relevant item's rank is written at its place among the
+   relevant items, ``ranks[found - 1] = rank`` (``found`` and ``rank`` from the prefix sums of
+   the histograms and the record), which sorts them without a comparison; the relevant items
+   within rank t are then a binary search, and AP@k the sum of ``(i + 1) / ranks[i]`` over
+   them, added in rank order.
 """
 
 from __future__ import annotations
@@ -10,10 +29,6 @@ import numba
 import numpy as np
 from numba import types
 from numba.extending import intrinsic
-
-_ITEM = np.int64(1 << 32)
-_ITEM_AND_RELEVANT = np.int64((1 << 32) | 1)
-_LOW = np.int64((1 << 32) - 1)
 
 
 @intrinsic
@@ -28,7 +43,147 @@ def _popcount(typingctx, value):
     return types.int64(types.uint64), codegen
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _values(
+    row,
+    query_words,
+    database_words,
+    multi_label,
+    query_classes,
+    database_classes,
+    query_label_words,
+    database_label_words,
+    values,
+    shared,
+):
+    """``values[j] = 2 * distance + relevant`` of query ``row`` against every item j."""
+    size = database_words.shape[1]
+    words = query_words.shape[1]
+    if words == 1:
+        query_word = query_words[row, 0]
+        for item in range(size):
+            values[item] = 2 * _popcount(query_word ^ database_words[0, item])
+    else:
+        for item in range(size):
+            distance = 0
+            for word in range(words):
+                distance += _popcount(query_words[row, word] ^ database_words[word, item])
+            values[item] = 2 * distance
+    if multi_label:
+        query_label = query_label_words[row, 0]
+        for item in range(size):
+            shared[item] = query_label & database_label_words[0, item]
+        for word in range(1, query_label_words.shape[1]):
+            query_label = query_label_words[row, word]
+            for item in range(size):
+                shared[item] |= query_label & database_label_words[word, item]
+        for item in range(size):
+            values[item] += shared[item] != 0
+    else:
+        query_class = query_classes[row]
+        for item in range(size):
+            values[item] += query_class == database_classes[item]
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _histogram(values, bins, tables, running):
+    """Items per distance into ``running``, counted over four tables indexed by the value (to
+    break store-to-load dependencies); returns nothing, ``tables`` keeps the per-value counts."""
+    tables[:] = 0
+    size = values.shape[0]
+    unrolled = size - size % 4
+    for item in range(0, unrolled, 4):
+        tables[0, np.uint64(values[item])] += 1
+        tables[1, np.uint64(values[item + 1])] += 1
+        tables[2, np.uint64(values[item + 2])] += 1
+        tables[3, np.uint64(values[item + 3])] += 1
+    for item in range(unrolled, size):
+        tables[0, np.uint64(values[item])] += 1
+    for distance in range(bins):
+        total = 0
+        for table in range(4):
+            total += tables[table, 2 * distance] + tables[table, 2 * distance + 1]
+        running[distance] = total
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _record(values, last, width, shift, counters, records, skip_far):
+    """The counting pass of step 2 over the items at distances <= ``last``; returns the number
+    of records (relevant items).
+
+    ``counters[d]`` packs ``items met so far at d << (width + shift) | d << width | relevant
+    items met so far at d``, so a record (the counter before the item) holds the distance and
+    both positions inside the distance bucket. ``skip_far``: items farther than ``last`` are
+    skipped by a branch; otherwise ``last`` must be the largest distance (every item counted).
+    """
+    for distance in range(last + 1):
+        counters[distance] = distance << width
+    step = np.int64(1) << (width + shift)
+    limit = np.uint64(2 * last + 1)
+    count = np.uint64(0)
+    if skip_far:
+        for item in range(values.shape[0]):
+            value = np.uint64(values[item])
+            if value > limit:
+                continue
+            relevant = value & np.uint64(1)
+            distance = value >> np.uint64(1)
+            counter = counters[distance]
+            counters[distance] = counter + step + np.int64(relevant)
+            records[count] = counter
+            count += relevant
+    else:
+        for item in range(values.shape[0]):
+            value = np.uint64(values[item])
+            relevant = value & np.uint64(1)
+            distance = value >> np.uint64(1)
+            counter = counters[distance]
+            counters[distance] = counter + step + np.int64(relevant)
+            records[count] = counter
+            count += relevant
+    return np.int64(count)
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _ranks_in_order(records, count, width, shift, rank_before, found_before, ranks):
+    """Places every relevant item's stable rank at its place among the relevant items: the item
+    is the ``found``-th relevant one, ``found = P_<(d) + (relevant items met earlier at its
+    distance) + 1``, so ``ranks[found - 1] = C_<(d) + (items met earlier at d) + 1``. The result
+    is increasing: a counting sort of the R records, without comparisons."""
+    low = (np.int64(1) << width) - 1
+    distance_mask = (np.int64(1) << shift) - 1
+    for index in range(count):
+        record = records[index]
+        distance = (record >> width) & distance_mask
+        position = found_before[distance] + (record & low)
+        ranks[position] = rank_before[distance] + (record >> (width + shift)) + 1
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _precisions(ranks, length):
+    """``ranks[i] <- (i + 1) / ranks[i]`` for i < length: the precision at each relevant item
+    (a loop LLVM vectorises: the divisions dominate it)."""
+    for index in range(length):
+        ranks[index] = (index + 1) / ranks[index]
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _prefix_sum(values, length):
+    """``sum(values[:length])`` over four accumulators (independent additions; the order, and so
+    the rounding, does not depend on the machine)."""
+    sums = np.zeros(4, dtype=np.float64)
+    unrolled = length - length % 4
+    for index in range(0, unrolled, 4):
+        sums[0] += values[index]
+        sums[1] += values[index + 1]
+        sums[2] += values[index + 2]
+        sums[3] += values[index + 3]
+    for index in range(unrolled, length):
+        sums[0] += values[index]
+    return (sums[0] + sums[1]) + (sums[2] + sums[3])
+
+
+@numba.njit(nogil=True, cache=True, error_model="numpy")
 def chunk_kernel(
     query_words,
     database_words,
@@ -42,6 +197,7 @@ def chunk_kernel(
     ns,
     values,
     records,
+    ranks,
     histogram,
     relevant_histogram,
     ap_sum,
@@ -50,90 +206,63 @@ def chunk_kernel(
 ):
     """Fills the ``ChunkStatistics`` arrays of one chunk; see ``_counting.chunk_statistics``.
 
-    ``values`` is a work row of N unsigned integers (2 * distance + relevant of one query);
-    ``records`` is an int64 (2, N) work array: for each relevant item of the current query, in
-    database order, its distance and the numbers of items and of relevant items met earlier
-    in the database at that distance (packed as ``items << 32 | relevant``; N < 2^31).
+    Work rows of N: ``values`` (unsigned, 2 * distance + relevant of one query), ``records``
+    (int64: for each relevant item, in database order, its distance and the numbers of items
+    and of relevant items met earlier at that distance) and ``ranks`` (float64: the relevant
+    items' ranks in increasing order, then the precisions at them).
     """
     rows = query_words.shape[0]
-    words = query_words.shape[1]
     size = database_words.shape[1]
-    label_words = query_label_words.shape[1]
     bins = bits + 1
+    shift = 1
+    while (1 << shift) < bins:
+        shift += 1
+    width = 1
+    while (1 << width) <= size:
+        width += 1
+    low = (np.int64(1) << width) - 1
     running = np.zeros(bins, dtype=np.int64)
     running_relevant = np.zeros(bins, dtype=np.int64)
-    rank_before = np.empty(bins, dtype=np.int64)
     found_before = np.empty(bins, dtype=np.int64)
-    bucket_sum = np.zeros(bins, dtype=np.float64)
-    is_cut = np.zeros(bins, dtype=np.bool_)
-    # The thresholds: every k of AP@k, then every n of the hit counts.
-    thresholds = np.concatenate((ks, ns))
-    num_ks = ks.shape[0]
-    ranking = thresholds.shape[0] > 0
-    longest = 0
-    for threshold in thresholds:
-        longest = max(longest, threshold)
-    # When the thresholds reach only a small part of the ranking, count the histogram first and
-    # then run the counters only over the items at distances that can rank within them.
-    histogram_first = not ranking or 4 * longest < size
-    cut_bucket = np.empty(thresholds.shape[0], dtype=np.int64)
-    partial_sum = np.empty(thresholds.shape[0], dtype=np.float64)
-    partial_found = np.empty(thresholds.shape[0], dtype=np.int64)
+    rank_before = np.empty(bins, dtype=np.int64)
+    counters = np.zeros(bins, dtype=np.int64)
     tables = np.zeros((4, 2 * bins), dtype=np.int64)
-    packed = np.zeros(bins, dtype=np.int64)
     shared = np.empty(size if multi_label else 0, dtype=np.uint64)
-    record_distance = records[0]
-    record_counter = records[1]
+    ranking = ks.shape[0] + ns.shape[0] > 0
+    longest = 0
+    for column in range(ks.shape[0]):
+        longest = max(longest, ks[column])
+    for column in range(ns.shape[0]):
+        longest = max(longest, ns[column])
+    # Thresholds that reach only a small part of the ranking: count the histogram first, then
+    # record only the items at distances that can rank within them.
+    near = 4 * longest < size
     for row in range(rows):
-        # values = 2 * distance + relevant, in loops simple enough for LLVM to vectorise.
-        if words == 1:
-            query_word = query_words[row, 0]
-            for item in range(size):
-                values[item] = 2 * _popcount(query_word ^ database_words[0, item])
-        else:
-            for item in range(size):
-                distance = 0
-                for word in range(words):
-                    distance += _popcount(query_words[row, word] ^ database_words[word, item])
-                values[item] = 2 * distance
-        if multi_label:
-            query_label = query_label_words[row, 0]
-            for item in range(size):
-                shared[item] = query_label & database_label_words[0, item]
-            for word in range(1, label_words):
-                query_label = query_label_words[row, word]
-                for item in range(size):
-                    shared[item] |= query_label & database_label_words[word, item]
-            for item in range(size):
-                values[item] += shared[item] != 0
-        else:
-            query_class = query_classes[row]
-            for item in range(size):
-                values[item] += query_class == database_classes[item]
-        running[:] = 0
-        running_relevant[:] = 0
+        _values(
+            row,
+            query_words,
+            database_words,
+            multi_label,
+            query_classes,
+            database_classes,
+            query_label_words,
+            database_label_words,
+            values,
+            shared,
+        )
         count = 0
-        if histogram_first:
-            # Histogram over four tables, to break store-to-load dependencies.
-            tables[:] = 0
-            unrolled = size - size % 4
-            for item in range(0, unrolled, 4):
-                tables[0, values[item]] += 1
-                tables[1, values[item + 1]] += 1
-                tables[2, values[item + 2]] += 1
-                tables[3, values[item + 3]] += 1
-            for item in range(unrolled, size):
-                tables[0, values[item]] += 1
+        if ranking and not near:
+            count = _record(values, bits, width, shift, counters, records, False)
             for distance in range(bins):
-                for table in range(4):
-                    running[distance] += (
-                        tables[table, 2 * distance] + tables[table, 2 * distance + 1]
-                    )
-                    running_relevant[distance] += tables[table, 2 * distance + 1]
+                running[distance] = counters[distance] >> (width + shift)
+                running_relevant[distance] = counters[distance] & low
         else:
-            count = _count_in_order(
-                values, bits, packed, record_distance, record_counter, running, running_relevant
-            )
+            _histogram(values, bins, tables, running)
+            for distance in range(bins):
+                relevant = 0
+                for table in range(4):
+                    relevant += tables[table, 2 * distance + 1]
+                running_relevant[distance] = relevant
         # Prefix sums: items and relevant items at smaller distances.
         before = 0
         relevant_before = 0
@@ -146,81 +275,20 @@ def chunk_kernel(
             relevant_before += running_relevant[distance]
         if not ranking:
             continue
-        # The bucket that holds rank t, for each threshold t: items at smaller distances all
-        # rank within t, items at larger distances none, and in that "cut" bucket the first ones.
-        last = 0
-        is_cut[:] = False
-        for column in range(thresholds.shape[0]):
-            bucket = 0
-            while bucket < bits and rank_before[bucket + 1] < thresholds[column]:
-                bucket += 1
-            cut_bucket[column] = bucket
-            is_cut[bucket] = True
-            last = max(last, bucket)
-            partial_sum[column] = 0.0
-            partial_found[column] = 0
-        if histogram_first:
-            count = _count_in_order(
-                values, last, packed, record_distance, record_counter, running, running_relevant
-            )
-        # Relevant items in database order: rank = C_<(d) + within + 1 and found = P_<(d) +
-        # within_relevant + 1; sum found / rank per distance.
-        bucket_sum[:] = 0.0
-        for index in range(count):
-            distance = np.int64(record_distance[index])
-            if distance > last:
-                continue
-            rank = rank_before[distance] + (record_counter[index] >> 32) + 1
-            found = found_before[distance] + (record_counter[index] & _LOW) + 1
-            contribution = found / rank
-            bucket_sum[distance] += contribution
-            if is_cut[distance]:
-                for column in range(thresholds.shape[0]):
-                    if cut_bucket[column] == distance and rank <= thresholds[column]:
-                        partial_sum[column] += contribution
-                        partial_found[column] += 1
-        for column in range(thresholds.shape[0]):
-            total = 0.0
-            found = 0
-            for distance in range(cut_bucket[column]):
-                total += bucket_sum[distance]
-                found += relevant_histogram[row, distance]
-            total += partial_sum[column]
-            found += partial_found[column]
-            if column < num_ks:
-                ap_sum[row, column] = total
-                ap_found[row, column] = found
-            else:
-                hits[row, column - num_ks] = found
-
-
-@numba.njit(nogil=True, cache=True)
-def _count_in_order(
-    values, limit, packed, record_distance, record_counter, running, running_relevant
-):
-    """The counting pass over the items at distances <= limit, in database order.
-
-    One counter per distance holds ``items met so far << 32 | relevant items met so far``; a
-    relevant item's counter when it is met is its position inside its distance bucket, among
-    all and among relevant items: recorded with its distance. Returns the number of records;
-    ``running`` and ``running_relevant`` receive the final counts for distances <= limit.
-    """
-    packed[:] = 0
-    count = 0
-    for item in range(values.shape[0]):
-        value = np.int64(values[item])
-        distance = value >> 1
-        if distance > limit:
-            continue
-        counter = packed[distance]
-        if value & 1:
-            packed[distance] = counter + _ITEM_AND_RELEVANT
-            record_distance[count] = distance
-            record_counter[count] = counter
-            count += 1
-        else:
-            packed[distance] = counter + _ITEM
-    for distance in range(limit + 1):
-        running[distance] = packed[distance] >> 32
-        running_relevant[distance] = packed[distance] & _LOW
-    return count
+        if near:
+            last = 0  # the distance bucket holding rank ``longest``
+            while last < bits and rank_before[last + 1] < longest:
+                last += 1
+            count = _record(values, last, width, shift, counters, records, True)
+        _ranks_in_order(records, count, width, shift, rank_before, found_before, ranks)
+        # The relevant items within rank t: a binary search in the increasing ranks.
+        needed = 0
+        for column in range(ns.shape[0]):
+            hits[row, column] = np.searchsorted(ranks[:count], ns[column], side="right")
+        for column in range(ks.shape[0]):
+            found = np.searchsorted(ranks[:count], ks[column], side="right")
+            ap_found[row, column] = found
+            needed = max(needed, found)
+        _precisions(ranks, needed)
+        for column in range(ks.shape[0]):
+            ap_sum[row, column] = _prefix_sum(ranks, ap_found[row, column])
