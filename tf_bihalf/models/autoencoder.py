@@ -61,7 +61,8 @@ class HashingAutoencoder(EmptyBatchSupport, keras.Model):
         training: bool; selects the hash layer's training behaviour.
 
     Returns:
-        float32 (batch, input_dim) reconstruction probabilities.
+        float32 (batch, input_dim) reconstruction probabilities; an empty batch gives
+        ``(0, input_dim)`` (``tf_bihalf.models.empty_batch``).
 
     Example:
 

@@ -67,7 +67,8 @@ class ImageHasher(EmptyBatchSupport, keras.Model):
         training: bool; the hash layer's training behaviour and the top's dropout.
 
     Returns:
-        float32 codes ``(N, bits)``; ±1 when ``training`` is false.
+        float32 codes ``(N, bits)``; ±1 when ``training`` is false. An empty batch gives
+        ``(0, bits)`` codes (``tf_bihalf.models.empty_batch``).
 
     Example:
 

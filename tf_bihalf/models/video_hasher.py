@@ -116,7 +116,8 @@ class VideoHasher(EmptyBatchSupport, keras.Model):
         training: bool; the hash layer's training behaviour (and the dropout).
 
     Returns:
-        float32 codes ``(N, bits)``; ±1 when ``training`` is false.
+        float32 codes ``(N, bits)``; ±1 when ``training`` is false. An empty batch gives
+        ``(0, bits)`` codes (``tf_bihalf.models.empty_batch``).
 
     Example:
 
