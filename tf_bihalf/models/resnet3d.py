@@ -48,7 +48,7 @@ Weights: the Kinetics checkpoints of the reference repository are ``torch.save``
 ``{"epoch", "arch", "state_dict", "optimizer"}`` with keys such as ``module.conv1.weight``,
 ``module.layer1.0.bn1.running_mean``, ``module.layer2.0.downsample.0.weight`` and
 ``module.fc.weight``. No registry package ships them: they stay user-supplied files. They are
-read without torch (``tf_bihalf.models.torch_checkpoint``) and converted with
+read without torch (``tf_bihalf.formats.torch_checkpoint``) and converted with
 ``convert_checkpoint`` or ``python -m tf_bihalf.models.resnet3d CHECKPOINT OUT.weights.h5``.
 
 Example:
@@ -70,7 +70,7 @@ import keras
 import numpy as np
 from absl import logging
 
-from tf_bihalf.models import torch_checkpoint
+from tf_bihalf.formats import torch_checkpoint
 
 BATCH_NORM_EPSILON = 1e-5
 DEFAULT_INPUT_SHAPE = (16, 112, 112, 3)

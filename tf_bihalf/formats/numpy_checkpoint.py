@@ -5,7 +5,7 @@ A ``.ckpt`` pickle is untrusted input. ``pickle.load`` on it can run any code; a
 unpickler still hands numpy's constructors whatever the file says: ``ndarray(shape)`` returns
 uninitialised process memory, ``_reconstruct`` allocates any shape, and Python's unpickler
 itself allocates a ``BINBYTES8`` record's declared size before reading it (a 1 TB claim in a
-40-byte file is a ``MemoryError``). This reader, like ``tf_bihalf.models.torch_checkpoint``
+40-byte file is a ``MemoryError``). This reader, like ``tf_bihalf.formats.torch_checkpoint``
 for ``.pth`` files, admits only what arrays need and checks every record against the file:
 
 * **Opcodes first**: the whole pickle is walked with ``pickletools.genops`` before anything
@@ -48,7 +48,7 @@ import struct
 
 import numpy as np
 
-from tf_bihalf.models.torch_checkpoint import MAX_NDIM, UnsafeCheckpointError, _check_file
+from tf_bihalf.formats.torch_checkpoint import MAX_NDIM, UnsafeCheckpointError, _check_file
 
 DEFAULT_MAX_BYTES = 1 << 30
 MAX_DEPTH = 100
