@@ -48,7 +48,12 @@ import struct
 
 import numpy as np
 
-from tf_bihalf.formats.torch_checkpoint import MAX_NDIM, UnsafeCheckpointError, _check_file
+from tf_bihalf.formats.torch_checkpoint import (
+    MAX_NDIM,
+    UNPICKLING_ERRORS,
+    UnsafeCheckpointError,
+    _check_file,
+)
 
 DEFAULT_MAX_BYTES = 1 << 30
 MAX_DEPTH = 100
@@ -280,20 +285,7 @@ def loads(data: bytes):
         return _materialize(_NumpyUnpickler(io.BytesIO(data), encoding="latin1").load())
     except UnsafeCheckpointError:
         raise
-    except (
-        pickle.UnpicklingError,
-        EOFError,
-        MemoryError,
-        OverflowError,
-        RecursionError,
-        TypeError,
-        AttributeError,
-        IndexError,
-        KeyError,
-        ValueError,
-        struct.error,
-        UnicodeDecodeError,
-    ) as error:
+    except UNPICKLING_ERRORS as error:
         raise UnsafeCheckpointError(
             f"not a readable numpy checkpoint ({type(error).__name__}: {str(error)[:200]})."
         ) from None

@@ -78,6 +78,24 @@ class UnsafeCheckpointError(ValueError, pickle.UnpicklingError):
     """A checkpoint that is malformed, truncated or asks for something the reader refuses."""
 
 
+# What a malformed pickle can raise inside ``pickle.Unpickler`` and the record builders; the
+# readers turn each into an ``UnsafeCheckpointError`` naming the file.
+UNPICKLING_ERRORS = (
+    pickle.UnpicklingError,
+    EOFError,
+    MemoryError,
+    OverflowError,
+    RecursionError,
+    TypeError,
+    AttributeError,
+    IndexError,
+    KeyError,
+    ValueError,
+    struct.error,
+    UnicodeDecodeError,
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class _StorageType:
     name: str
@@ -380,22 +398,7 @@ def load(path: str, max_bytes: int = DEFAULT_MAX_BYTES):
         return _materialize(state, buffers)
     except UnsafeCheckpointError as error:
         raise UnsafeCheckpointError(f"{path}: {error}") from None
-    except (
-        pickle.UnpicklingError,
-        EOFError,
-        MemoryError,
-        OverflowError,
-        RecursionError,
-        TypeError,
-        AttributeError,
-        IndexError,
-        KeyError,
-        ValueError,
-        struct.error,
-        UnicodeDecodeError,
-        zipfile.BadZipFile,
-        NotImplementedError,
-    ) as error:
+    except (*UNPICKLING_ERRORS, zipfile.BadZipFile, NotImplementedError) as error:
         raise UnsafeCheckpointError(
             f"{path}: not a readable torch checkpoint ({type(error).__name__}: {str(error)[:200]})."
         ) from None
