@@ -123,8 +123,9 @@ def chunk_statistics(
       bits: the code length K.
       ks: int64, the k of each AP@k wanted (each in 1..N); may be empty.
       ns: int64, the N of each hit count wanted (each in 1..N); may be empty.
-      buffers: per-thread work arrays: ``"values"`` (unsigned, (1, N)), ``"records"`` (int64,
-        (1, N)) and ``"ranks"`` (float64, (1, N)) for numba; for numpy
+      buffers: per-thread work arrays: ``"values"`` (unsigned, (1, N rounded up to a multiple
+        of 8)), ``"records"`` (int64, (1, N)) and ``"ranks"`` (float64, (1, N)) for numba; for
+        numpy
         ``"values"`` (at least (stop-start, N), unsigned, receives 2 * distance + relevant),
         ``"scratch"`` (uint64, same shape), ``"counts"`` (uint8), ``"relevant"`` (bool) and,
         for multi-hot labels, ``"label_scratch"`` (uint64).
@@ -139,6 +140,11 @@ def chunk_statistics(
     result = _empty_statistics(rows, bits, ks, ns)
     if kernel:
         multi_label = labels.multi_label
+        row = buffers["values"][0]
+        if row.itemsize == 1 and row.shape[0] % 8 == 0:
+            value_words = row.view(np.uint64)
+        else:
+            value_words = np.zeros(0, dtype=np.uint64)
         kernel(
             query_words[start:stop],
             database_words,
@@ -151,6 +157,7 @@ def chunk_statistics(
             ks,
             ns,
             buffers["values"][0],
+            value_words,
             buffers["records"][0],
             buffers["ranks"][0],
             result.histogram,

@@ -86,13 +86,25 @@ def _values(
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
-def _histogram(values, bins, tables, running):
+def _histogram(values, words, bins, tables, running):
     """Items per distance into ``running``, counted over four tables indexed by the value (to
-    break store-to-load dependencies); returns nothing, ``tables`` keeps the per-value counts."""
+    break store-to-load dependencies); ``tables`` keeps the per-value counts. ``words``: the
+    8-bit values read eight at a time (one load instead of eight), or empty."""
     tables[:] = 0
     size = values.shape[0]
-    unrolled = size - size % 4
-    for item in range(0, unrolled, 4):
+    done = 0
+    if words.shape[0] > 0:
+        done = size - size % 8
+        for index in range(done // 8):
+            word = words[index]
+            for half in range(2):
+                base = np.uint64(32 * half)
+                tables[0, (word >> base) & np.uint64(255)] += 1
+                tables[1, (word >> (base + np.uint64(8))) & np.uint64(255)] += 1
+                tables[2, (word >> (base + np.uint64(16))) & np.uint64(255)] += 1
+                tables[3, (word >> (base + np.uint64(24))) & np.uint64(255)] += 1
+    unrolled = done + (size - done) - (size - done) % 4
+    for item in range(done, unrolled, 4):
         tables[0, np.uint64(values[item])] += 1
         tables[1, np.uint64(values[item + 1])] += 1
         tables[2, np.uint64(values[item + 2])] += 1
@@ -196,6 +208,7 @@ def chunk_kernel(
     ks,
     ns,
     values,
+    value_words,
     records,
     ranks,
     histogram,
@@ -206,7 +219,9 @@ def chunk_kernel(
 ):
     """Fills the ``ChunkStatistics`` arrays of one chunk; see ``_counting.chunk_statistics``.
 
-    Work rows of N: ``values`` (unsigned, 2 * distance + relevant of one query), ``records``
+    Work rows of N: ``values`` (unsigned, 2 * distance + relevant of one query; may be longer
+    than N, and ``value_words`` is it as uint64 words when the values are 8-bit, else empty),
+    ``records``
     (int64: for each relevant item, in database order, its distance and the numbers of items
     and of relevant items met earlier at that distance) and ``ranks`` (float64: the relevant
     items' ranks in increasing order, then the precisions at them).
@@ -228,6 +243,7 @@ def chunk_kernel(
     counters = np.zeros(bins, dtype=np.int64)
     tables = np.zeros((4, 2 * bins), dtype=np.int64)
     shared = np.empty(size if multi_label else 0, dtype=np.uint64)
+    items = values[:size]
     ranking = ks.shape[0] + ns.shape[0] > 0
     longest = 0
     for column in range(ks.shape[0]):
@@ -252,12 +268,12 @@ def chunk_kernel(
         )
         count = 0
         if ranking and not near:
-            count = _record(values, bits, width, shift, counters, records, False)
+            count = _record(items, bits, width, shift, counters, records, False)
             for distance in range(bins):
                 running[distance] = counters[distance] >> (width + shift)
                 running_relevant[distance] = counters[distance] & low
         else:
-            _histogram(values, bins, tables, running)
+            _histogram(items, value_words, bins, tables, running)
             for distance in range(bins):
                 relevant = 0
                 for table in range(4):
@@ -279,7 +295,7 @@ def chunk_kernel(
             last = 0  # the distance bucket holding rank ``longest``
             while last < bits and rank_before[last + 1] < longest:
                 last += 1
-            count = _record(values, last, width, shift, counters, records, True)
+            count = _record(items, last, width, shift, counters, records, True)
         _ranks_in_order(records, count, width, shift, rank_before, found_before, ranks)
         # The relevant items within rank t: a binary search in the increasing ranks.
         needed = 0

@@ -196,7 +196,8 @@ class _Problem:
             values_dtype = hamming.distance_dtype(2 * self.bits + 1)
             if self.use_numba:
                 buffers = {
-                    "values": np.empty((1, self.num_database), dtype=values_dtype),
+                    # Rounded up to whole 8-byte words: the histogram reads them eight at a time.
+                    "values": np.empty((1, -(-self.num_database // 8) * 8), dtype=values_dtype),
                     "records": np.empty((1, self.num_database), dtype=np.int64),
                     "ranks": np.empty((1, self.num_database), dtype=np.float64),
                 }
