@@ -22,11 +22,11 @@ Definitions (``docs/retrieval.md`` has the long version; the paper's protocol is
 
 How it is computed: no ranking is ever sorted. With K+1 possible distances, one pass per query
 gives the histogram of distances (all and relevant items), which is all that ``ties="average"``,
-the precision-recall curve and the radius precision need; a second counting pass in database
-order gives every relevant item's stable rank, ``(items at smaller distances) + (items at its
-distance earlier in the database) + 1`` (see ``tf_bihalf.metrics._counting``). Both passes are
-one compiled loop when ``numba`` is installed, numpy operations otherwise, with identical
-results. ``retrieval_report`` computes every metric from one such pass.
+the precision-recall curve and the radius precision need; a counting pass in database order
+gives every relevant item's stable rank, ``(items at smaller distances) + (items at its
+distance earlier in the database) + 1`` (see ``tf_bihalf.metrics._counting``). Both are
+compiled loops when ``numba`` is installed, numpy operations otherwise, with the same results
+(AP sums to the last bits). ``retrieval_report`` computes every metric from one such pass.
 
 Queries are processed in chunks of about 2^19 (query, item) pairs (at least one query), on
 ``num_threads`` threads. Extra memory: with numba, about 17 bytes x N per thread (25 with
