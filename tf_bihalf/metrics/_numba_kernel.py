@@ -15,7 +15,8 @@ Per query:
    counters are the histograms. Without thresholds (``ties="average"``, the radius metrics)
    the histograms are counted over four tables instead (fewer stores per item); with small
    thresholds (4 k < N) the histograms come first, and the counting pass only handles the items
-   at distances that can rank within k (the others are skipped by a well-predicted branch);
+   at distances that can rank within k (the others are skipped by a branch, mispredicted about
+   as often as an item is that near);
 3. over the R records only: each relevant item's rank is written at its place among the
    relevant items, ``ranks[found - 1] = rank`` (``found`` and ``rank`` from the prefix sums of
    the histograms and the record), which sorts them without a comparison; the relevant items
@@ -221,10 +222,9 @@ def chunk_kernel(
 
     Work rows of N: ``values`` (unsigned, 2 * distance + relevant of one query; may be longer
     than N, and ``value_words`` is it as uint64 words when the values are 8-bit, else empty),
-    ``records``
-    (int64: for each relevant item, in database order, its distance and the numbers of items
-    and of relevant items met earlier at that distance) and ``ranks`` (float64: the relevant
-    items' ranks in increasing order, then the precisions at them).
+    ``records`` (int64: for each relevant item, in database order, its distance and the numbers
+    of items and of relevant items met earlier at that distance) and ``ranks`` (float64: the
+    relevant items' ranks in increasing order, then the precisions at them).
     """
     rows = query_words.shape[0]
     size = database_words.shape[1]
