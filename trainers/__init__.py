@@ -1,4 +1,5 @@
-"""Runnable jobs: ``python -m trainers.autoencoder | trainers.image`` (a config plus a task).
+"""Runnable jobs: ``python -m trainers.autoencoder | trainers.image | trainers.video`` (a config
+plus a task), ``trainers.sweep`` and ``trainers.launch``.
 
 TensorFlow's C++ start-up messages (oneDNN notices, CUDA probing on a machine without a GPU,
 "All log messages before absl::InitializeLog()") are hidden while TensorFlow is imported and its
@@ -45,9 +46,12 @@ def quiet_native_stderr():
         os.close(devnull)
 
 
-with quiet_native_stderr():
-    # Imported once here, quietly (Keras probes the devices when it is imported).
-    import keras  # noqa: F401
-    import tensorflow  # noqa: F401
+def import_tensorflow_quietly() -> None:
+    """Imports TensorFlow, Keras and ``tf_bihalf`` inside ``quiet_native_stderr`` (Keras probes
+    the devices when it is imported). The trainers call it before anything imports TensorFlow;
+    ``trainers.sweep``, which only starts trainers, never imports TensorFlow at all."""
+    with quiet_native_stderr():
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
 
-    import tf_bihalf  # noqa: F401
+        import tf_bihalf  # noqa: F401

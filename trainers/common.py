@@ -28,12 +28,16 @@ from typing import Any
 
 from absl import app, flags
 
-import configs
-from tf_bihalf import tasks
-from tf_bihalf.errors import InputError
-from tf_bihalf.training import schedules
-from tf_bihalf.training.loop import train_and_evaluate
-from trainers import quiet_native_stderr
+import trainers
+
+trainers.import_tensorflow_quietly()
+
+import configs  # noqa: E402
+from tf_bihalf import tasks  # noqa: E402
+from tf_bihalf.errors import InputError  # noqa: E402
+from tf_bihalf.training import schedules  # noqa: E402
+from tf_bihalf.training.loop import train_and_evaluate  # noqa: E402
+from trainers import quiet_native_stderr  # noqa: E402
 
 RUNS_DIRECTORY = "runs"
 #: An override value that sets a key to None (``None`` itself means "flag not given").

@@ -35,7 +35,11 @@ import time
 
 from absl import app, flags, logging
 
-from tf_bihalf.errors import InputError
+import trainers
+
+trainers.import_tensorflow_quietly()
+
+from tf_bihalf.errors import InputError  # noqa: E402
 
 TIMEOUT_ENVIRONMENT_VARIABLE = "TF_BIHALF_COLLECTIVE_TIMEOUT_S"  # distributed.py's
 POLL_INTERVAL_S = 0.2
