@@ -15,8 +15,10 @@ so epoch 80's rate is ``(1e-3 * 0.1) * 0.1`` bit for bit), and ``StepDecay`` is
 ``lr_0 * factor ** k`` (``StepLR``'s closed form). The optimizers take the float64 rate into
 their float64 step size and round once, to the variables' dtype; a float32 rate would make
 float64 training only float32-accurate and moves the float32 step size by an ulp at some
-steps (``benchmarks/reference_parity.py``, docs/parity.md). The schedule is a function of the optimizer's step counter, which
-is checkpointed with the optimizer, so a resumed run continues with the right rate.
+steps (``benchmarks/reference_parity.py``, docs/parity.md).
+
+The schedule is a function of the optimizer's step counter, which is checkpointed with the
+optimizer, so a resumed run continues with the right rate.
 
 ``build_learning_rate(schedule_config, learning_rate, steps_per_epoch)`` maps a config dict to
 ``(learning_rate_or_schedule, callbacks)``:
