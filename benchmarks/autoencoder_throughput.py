@@ -145,15 +145,19 @@ def keras_variant(name: str, x_train, bits: int, batch_size: int, epochs: int) -
             self.durations.append(time.perf_counter() - self._start)
 
     keras.utils.set_random_seed(0)
-    distribution = strategy.get_strategy("default" if name == "no_strategy" else "mirrored")
-    steps = pipelines.steps_per_epoch(len(x_train), batch_size)
+    config = common.load_config("autoencoder")
     layer_kwargs = {"gamma": 1.0}
     if name == "trainer_topk":
         name, layer_kwargs["selection"] = "trainer", "top_k"
+    elif name.startswith("trainer_spe"):  # e.g. trainer_spe67: 67 steps per call
+        name, config["steps_per_execution"] = "trainer", int(name[len("trainer_spe") :])
+    elif name in ("trainer_one_device", "trainer_mirrored"):
+        name, config["strategy"] = "trainer", name[len("trainer_") :]
+    strategy_name = {"no_strategy": "default", "plain": "mirrored"}.get(name, config["strategy"])
+    distribution = strategy.get_strategy(strategy_name)
+    steps = pipelines.steps_per_epoch(len(x_train), batch_size)
     if name == "trainer":
-        options = compile_options(
-            common.load_config("autoencoder"), steps, distribution.num_replicas_in_sync
-        )
+        options = compile_options(config, steps, distribution.num_replicas_in_sync)
     elif name in ("plain", "no_strategy"):
         options = {"steps_per_execution": 1, "jit_compile": False}
     else:
