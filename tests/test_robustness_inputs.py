@@ -78,6 +78,30 @@ def test_empty_batches_give_empty_outputs_for_every_model(name):
     np.testing.assert_array_equal(np.asarray(guarded), np.asarray(unguarded))
 
 
+def test_empty_outputs_are_built_only_where_a_batch_can_be_empty(monkeypatch):
+    """A non-empty eager call (and ``predict``'s batches) never builds the zero-row outputs;
+    an empty batch, and a training graph of unknown batch size (its ``tf.cond``), do."""
+    model = HashingAutoencoder(bits=BITS, hash_layer="median")
+    calls = []
+    original = EmptyBatchSupport._empty_outputs
+
+    def counting(self):
+        calls.append(1)
+        return original(self)
+
+    monkeypatch.setattr(EmptyBatchSupport, "_empty_outputs", counting)
+    batch = np.random.default_rng(2).uniform(0, 1, (3, 784)).astype("float32")
+    model(batch, training=False)
+    model(tf.constant(batch), training=True)
+    model.predict(batch, verbose=0)
+    assert calls == []
+    assert model(batch[:0], training=False).shape == (0, 784) and len(calls) == 1
+    model.guard_graph_batches = True  # as a model with convolutions
+    spec = [tf.TensorSpec((None, 784), tf.float32)]
+    outputs = tf.function(lambda x: model(x, training=True), input_signature=spec)(batch[:0])
+    assert outputs.shape == (0, 784) and len(calls) == 2
+
+
 def test_guarded_model_saves_exports_and_keeps_empty_batches(tmp_path):
     """The guard changes neither the saved file nor the export: a reloaded model and the
     exported ``serve`` endpoint both give the original codes and take empty batches."""

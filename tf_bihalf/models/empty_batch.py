@@ -57,12 +57,15 @@ class EmptyBatchSupport:
 
     guard_graph_batches = True
 
+    def _outputs_have_static_shapes(self) -> bool:
+        """Whether every output's shape is known past the batch axis (needed to build empty
+        outputs; checked without creating a tensor)."""
+        return all(None not in tuple(spec.shape[1:]) for spec in keras.tree.flatten(self.output))
+
     def _empty_outputs(self):
-        """Zeros with zero rows in the structure, shapes and dtypes of the model's outputs,
-        or None when an output has an unknown non-batch dimension."""
-        specs = keras.tree.flatten(self.output)
-        if any(None in tuple(spec.shape[1:]) for spec in specs):
-            return None
+        """Zeros with zero rows in the structure, shapes and dtypes of the model's outputs
+        (built only where an empty batch is possible: callers check
+        ``_outputs_have_static_shapes`` first)."""
         return keras.tree.map_structure(
             lambda spec: tf.zeros((0, *spec.shape[1:]), spec.dtype), self.output
         )
@@ -74,11 +77,10 @@ class EmptyBatchSupport:
             return network(x, training=training, mask=mask)
 
         shape, batch = _batch_tensor(inputs)
-        empty = self._empty_outputs() if batch is not None else None
-        if empty is None:
+        if batch is None or not self._outputs_have_static_shapes():
             return run(inputs)
         if shape[0] == 0:
-            return empty
+            return self._empty_outputs()
         if shape[0] is not None or not self.guard_graph_batches or _in_xla_context():
             return run(inputs)
         count = tf.shape(batch)[0]
@@ -89,7 +91,7 @@ class EmptyBatchSupport:
         context = tf.distribute.get_replica_context()
         if context is not None and context.num_replicas_in_sync > 1:
             return run(inputs)
-        return tf.cond(count > 0, lambda: run(inputs), lambda: empty)
+        return tf.cond(count > 0, lambda: run(inputs), self._empty_outputs)
 
     def predict(self, x, *args, **kwargs):
         """``keras.Model.predict``; an array or tensor of zero examples gives empty outputs
