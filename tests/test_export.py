@@ -643,6 +643,25 @@ def test_encode_cli_list_file_and_inputs(artifacts, encoders, image_folder, tmp_
         )
 
 
+def _query_matches_brute_force(saved_model, folder, name, index, codes_file, k, capsys):
+    """Queries ``index`` with the image ``folder/name`` through the CLI and checks the printed
+    table against brute-force Hamming distances ``(K - q.d) / 2`` over the codes the CLI saved
+    in ``codes_file`` (ties by id); returns the expected ``(distance, id)`` rows."""
+    query = str(folder / name)
+    argv = ["--saved_model", saved_model, "--query", query, "--index", index, "-k", str(k)]
+    assert encode_cli.main(argv) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "query\trank\tdistance\tid"
+    rows = [line.split("\t") for line in lines[1:]]
+    assert [row[:2] for row in rows] == [[query, str(rank)] for rank in range(1, k + 1)]
+    with np.load(codes_file) as saved:
+        codes, ids = saved["codes"].astype(int), list(saved["ids"])
+    distances = (codes.shape[1] - codes @ codes[ids.index(name)]) // 2
+    expected = sorted(zip(distances.tolist(), ids, strict=True))[:k]
+    assert [(int(row[2]), row[3]) for row in rows] == expected
+    return expected
+
+
 def test_encode_cli_index_and_query(artifacts, image_folder, tmp_path, capsys):
     from tf_bihalf.search import HammingIndex
 
@@ -667,24 +686,9 @@ def test_encode_cli_index_and_query(artifacts, image_folder, tmp_path, capsys):
     index = HammingIndex.load(index_dir)
     assert index.bits == IMAGE_BITS and sorted(index.ids) == names
     capsys.readouterr()
-    query = str(folder / "dogs" / "c.png")
-    assert (
-        encode_cli.main(
-            ["--saved_model", artifacts["image"], "--query", query, "--index", index_dir, "-k", "3"]
-        )
-        == 0
+    expected = _query_matches_brute_force(
+        artifacts["image"], folder, "dogs/c.png", index_dir, out, 3, capsys
     )
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0] == "query\trank\tdistance\tid"
-    rows = [line.split("\t") for line in lines[1:]]
-    assert [row[:2] for row in rows] == [[query, "1"], [query, "2"], [query, "3"]]
-    # Reference: brute-force Hamming distances (K - q.d) / 2, ties by id.
-    with np.load(out) as saved:
-        codes, ids = saved["codes"].astype(int), list(saved["ids"])
-    own = codes[ids.index("dogs/c.png")]
-    distances = (codes.shape[1] - codes @ own) // 2
-    expected = sorted(zip(distances.tolist(), ids, strict=True))[:3]
-    assert [(int(row[2]), row[3]) for row in rows] == expected
     assert (0, "dogs/c.png") in expected
     with pytest.raises(SystemExit):  # An index of other codes: 12-bit autoencoder encoder.
         np.save(tmp_path / "x.npy", inputs_for("autoencoder", 2))
@@ -713,20 +717,7 @@ def test_encode_cli_queries_sharded_and_milvus_indexes(
     argv = ["--saved_model", artifacts["image"], "--images", str(folder), "--out", out]
     assert encode_cli.main(argv + ["--index_out", index_out, "--backend", backend]) == 0
     capsys.readouterr()
-    query = str(folder / "cats" / "a.png")
-    assert (
-        encode_cli.main(
-            ["--saved_model", artifacts["image"], "--query", query, "--index", index_out, "-k", "4"]
-        )
-        == 0
-    )
-    rows = [line.split("\t") for line in capsys.readouterr().out.strip().splitlines()[1:]]
-    with np.load(out) as saved:
-        codes, ids = saved["codes"].astype(int), list(saved["ids"])
-    own = codes[ids.index("cats/a.png")]
-    distances = (codes.shape[1] - codes @ own) // 2
-    expected = sorted(zip(distances.tolist(), ids, strict=True))[:4]
-    assert [(int(row[2]), row[3]) for row in rows] == expected
+    _query_matches_brute_force(artifacts["image"], folder, "cats/a.png", index_out, out, 4, capsys)
 
 
 def test_encode_cli_list_file_comments_and_windows_paths(artifacts, image_folder, tmp_path):
