@@ -14,6 +14,8 @@ rest timed. Keras variants:
   resumable per-epoch pipeline, ``fit``, XLA, 7 steps per call: ``compile_options``);
 - ``trainer_topk``: ``trainer`` with the Bi-half threshold found by ``top_k`` as before the
   sort-free search (``BiHalf(selection="top_k")``), to measure what the search gains;
+- ``trainer+CHANGE[+CHANGE]``: ``trainer`` with the config changed: ``one_device`` /
+  ``mirrored`` / ``auto`` (the strategy), ``speN`` (at most N steps per call, e.g. ``spe67``);
 - ``plain``: the same model and pipeline with Keras' defaults (no XLA, one step per call);
 - ``no_strategy``: ``plain`` without ``MirroredStrategy`` (TensorFlow's default strategy);
 - ``@1thread``: the variant with TensorFlow's thread pools limited to one thread.
@@ -149,10 +151,15 @@ def keras_variant(name: str, x_train, bits: int, batch_size: int, epochs: int) -
     layer_kwargs = {"gamma": 1.0}
     if name == "trainer_topk":
         name, layer_kwargs["selection"] = "trainer", "top_k"
-    elif name.startswith("trainer_spe"):  # e.g. trainer_spe67: 67 steps per call
-        name, config["steps_per_execution"] = "trainer", int(name[len("trainer_spe") :])
-    elif name in ("trainer_one_device", "trainer_mirrored"):
-        name, config["strategy"] = "trainer", name[len("trainer_") :]
+    if name.startswith("trainer+"):  # e.g. trainer+one_device+spe67
+        name, *changes = name.split("+")
+        for change in changes:
+            if change.startswith("spe"):
+                config["steps_per_execution"] = int(change[len("spe") :])
+            elif change in ("one_device", "mirrored", "auto"):
+                config["strategy"] = change
+            else:
+                raise ValueError(f"Unknown trainer change {change!r}.")
     strategy_name = {"no_strategy": "default", "plain": "mirrored"}.get(name, config["strategy"])
     distribution = strategy.get_strategy(strategy_name)
     steps = pipelines.steps_per_epoch(len(x_train), batch_size)
