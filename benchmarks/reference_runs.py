@@ -35,7 +35,9 @@ every later shuffle come from seed 1 in every run; each epoch draws the training
 the two evaluation passes' orders (the reference scores the model after every epoch, and its
 loaders shuffle), each drawn as a ``DataLoader(shuffle=True)`` pass draws them (the worker checks
 this against the installed torch's ``DataLoader`` before it trains). ``--rng independent`` leaves out the ``manual_seed(1)``: decoder and shuffles
-then follow the run's seed.
+then follow the run's seed. ``--rng project`` starts PyTorch from the project trainer's initial
+weights for the seed and feeds it the trainer's batch order (what ``trainers.autoencoder
+--seed=S`` draws), so that its run and the project's differ only in the arithmetic of 100 epochs.
 
 It prints, per run: the final model's mAP@All under each evaluation, the best epoch's by the
 project's stable metric (the selection on the query set that the reference's per-epoch printout
@@ -94,6 +96,14 @@ encoder = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, bits))
 if config["rng"] == "reference":
     torch.manual_seed(1)
 decoder = nn.Sequential(nn.Linear(bits, 256), nn.ReLU(), nn.Linear(256, 784), nn.Sigmoid())
+if config["rng"] == "project":  # the project trainer's initial weights for this seed
+    with torch.no_grad():
+        for layer, name in zip(
+            (encoder[0], encoder[2], decoder[0], decoder[2]),
+            ("encoder_hidden", "encoder_projection", "decoder_hidden", "decoder_output"),
+        ):
+            layer.weight.copy_(torch.from_numpy(spec[f"init/{name}/kernel"].T.copy()))
+            layer.bias.copy_(torch.from_numpy(spec[f"init/{name}/bias"]))
 parameters = list(encoder.parameters()) + list(decoder.parameters())
 optimizer = torch.optim.Adam(parameters, lr=config["learning_rate"], weight_decay=1e-5)
 criterion = nn.BCELoss()
@@ -128,6 +138,8 @@ for epoch in range(config["epochs"]):
         for group in optimizer.param_groups:
             group["lr"] = group["lr"] * config["factor"]
     order = shuffled(len(x_train))
+    if config["rng"] == "project":  # the trainer's batch order instead (the draw above kept)
+        order = torch.from_numpy(spec["order"][epoch * len(x_train) : (epoch + 1) * len(x_train)])
     total = 0.0
     for start in range(0, len(order), batch_size):
         x = x_train[order[start : start + batch_size]]
@@ -156,6 +168,17 @@ np.savez(
     version=np.array(torch.__version__), **orders,
 )
 """
+
+
+def project_start(bits: int, seed: int, num_examples: int, epochs: int) -> dict:
+    """The project trainer's start for ``seed``: its initial weights (``nn.Linear``-style
+    uniform, drawn after ``keras.utils.set_random_seed(seed)`` as the trainer draws them) and its
+    batch order (``epoch_batches``: a permutation per ``(seed, epoch)``), for ``--rng project``."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from reference_parity import export_batches, initial_weights
+
+    order, _, _ = export_batches(num_examples, 128, seed, epochs)
+    return {"order": order, **initial_weights(bits, 256, 784, seed)}
 
 
 def reference_map(
@@ -224,6 +247,8 @@ def score_torch_run(result: dict, bits: int, labels: dict) -> dict:
         "zeros": int(result["zeros"].sum()),
         "seconds": float(result["seconds"]),
         "final_loss": float(result["losses"][-1]),
+        "losses": [float(loss) for loss in result["losses"]],
+        "map_curve": curve,
     }
 
 
@@ -262,7 +287,9 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--milestones", default="60,80")
-    parser.add_argument("--rng", choices=("reference", "independent"), default="reference")
+    parser.add_argument(
+        "--rng", choices=("reference", "independent", "project"), default="reference"
+    )
     parser.add_argument("--eval_every", type=int, default=1, help="epochs between scorings")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--project_root", default=None, help="a sweep root with project runs")
@@ -302,11 +329,15 @@ def main() -> None:
                 "threads": args.threads,
             }
             spec_path = os.path.join(directory, "spec.npz")
+            extra = {}
+            if args.rng == "project":
+                extra = project_start(args.bits, seed, len(x_train), args.epochs)
             np.savez(
                 spec_path,
                 config=np.array(json.dumps(config)),
                 x_train=x_train.astype(np.uint8),
                 x_test=x_test.astype(np.uint8),
+                **extra,
             )
             output = os.path.join(directory, f"run{seed}.npz")
             completed = subprocess.run(
