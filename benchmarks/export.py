@@ -326,7 +326,7 @@ def _export_selective(
         f"int8_selective kept the first {report['float_layers']} of "
         f"{report['weighted_layers']} weighted layers in float; search on {len(calibration_set)} "
         f"calibration images (float layers -> bits equal to the SavedModel, target "
-        f"{100 * min_agreement:.0f}%): {tried}{missed}"
+        f"{100 * min_agreement:g}%): {tried}{missed}"
     )
     float_layers = f"{report['float_layers']} of {report['weighted_layers']}"
     return float_layers + (" (target missed)" if missed else ""), note
