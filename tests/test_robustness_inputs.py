@@ -119,6 +119,35 @@ def test_guarded_model_saves_exports_and_keeps_empty_batches(tmp_path):
     assert exported.serve(tf.constant(clips[:0])).shape == (0, BITS)
 
 
+def test_guarded_image_hasher_converts_to_tflite(tmp_path):
+    """The inference guard keeps the channel count static, so a convolutional hasher's export
+    converts to TFLite builtins (a ``tf.pad`` by a run-time amount did not: "'tf.Conv2D' op is
+    neither a custom op nor a flex op") and gives the Keras model's codes; the SavedModel still
+    answers an empty batch."""
+    from export import saved_model, tflite
+    from tests.test_export_support import write_run
+
+    model = ImageHasher("efficientnet_lite0", bits=BITS, image_size=32)
+    config = {
+        "bits": BITS,
+        "model_type": "image",
+        "hash_layer": "bihalf",
+        "input_shape": [32, 32, 3],
+        "image_size": [32, 32],
+        "backbone": "efficientnet_lite0",
+    }
+    run = write_run(str(tmp_path / "run"), model, config)
+    exported = saved_model.export_run(run, str(tmp_path / "serving"), "hasher", 1)
+    images = np.random.default_rng(3).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
+    expected = np.asarray(model(images, training=False))
+    out = str(tmp_path / "hasher.tflite")
+    tflite.export_tflite(exported, out, "none")
+    codes = tflite.TFLiteEncoder(out).encode(images, len(images))["codes"]
+    np.testing.assert_array_equal(codes, expected)
+    encoder = saved_model.SavedModelEncoder(exported)
+    assert encoder.encode(images[:0])["codes"].shape == (0, BITS)
+
+
 LAYERS = {name: cls for name, cls in layers.LAYERS.items()}
 
 

@@ -14,10 +14,10 @@ non-empty batch computes:
 * an unknown batch size inside an XLA-compiled function runs the network as is (XLA's
   kernels handle zero rows): no guard, no cost;
 * an unknown batch size in a TensorFlow graph, in a model with convolutions
-  (``guard_graph_batches``), at inference is padded to at least one row
-  with ``tf.pad`` (which forwards the input's buffer when the padding is zero, so a
-  non-empty batch is neither copied nor changed) and the outputs are sliced back to the
-  batch's rows: no control flow, so an exported graph still converts to TFLite builtins;
+  (``guard_graph_batches``), at inference gets a zero row when it has none (the batch and a
+  zero row concatenated, the first ``max(rows, 1)`` gathered: one copy of the input, values
+  unchanged) and the outputs are sliced back to the batch's rows: no control flow and static
+  channel counts, so an exported graph still converts to TFLite builtins;
 * an unknown batch size in a TensorFlow graph in training runs the network under a
   ``tf.cond`` on the batch size (padding would feed a fake example to layers with state),
   except under several replicas, where a replica skipping the network would leave the others
@@ -41,6 +41,18 @@ def _batch_tensor(inputs):
     if isinstance(inputs, tf.Tensor | tf.Variable) and inputs.shape.rank:
         return inputs.shape, inputs
     return None, None
+
+
+def _at_least_one_row(batch, count, shape: tf.TensorShape):
+    """``batch`` itself when it has rows, else one row of zeros, as a tensor whose non-batch
+    axes keep their static sizes: the batch and a zero row are concatenated and the first
+    ``max(count, 1)`` rows gathered (builtin ops for TFLite; a ``tf.pad`` by a run-time amount
+    would leave the converter no static channel count, and TFLite's builtin Conv2D needs one).
+    Inputs whose other axes have no static size are padded instead."""
+    if None in tuple(shape[1:]):
+        return tf.pad(batch, [[0, tf.maximum(1 - count, 0)]] + [[0, 0]] * (shape.rank - 1))
+    filler = tf.zeros([1, *shape[1:]], batch.dtype)
+    return tf.gather(tf.concat([batch, filler], axis=0), tf.range(tf.maximum(count, 1)))
 
 
 class EmptyBatchSupport:
@@ -85,8 +97,7 @@ class EmptyBatchSupport:
             return run(inputs)
         count = tf.shape(batch)[0]
         if not training:
-            padding = [[0, tf.maximum(1 - count, 0)]] + [[0, 0]] * (shape.rank - 1)
-            outputs = run(tf.pad(batch, padding))
+            outputs = run(_at_least_one_row(batch, count, shape))
             return keras.tree.map_structure(lambda output: output[:count], outputs)
         context = tf.distribute.get_replica_context()
         if context is not None and context.num_replicas_in_sync > 1:
