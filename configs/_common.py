@@ -16,7 +16,8 @@ training loop (``tf_bihalf.training.loop``) reads exactly these keys; a task rea
   PyTorch), "momentum", "dampening"}``. ``schedule``: a ``tf_bihalf.training.schedules`` dict
   (``multistep``, ``step``, ``plateau``, ``constant``). ``epochs``, ``batch_size`` (global).
 - ``seed``: the seed of the split, the initialisation and the data order.
-- ``strategy``: ``"auto"`` (mirrored over several GPUs, else one device), ``"one_device"``,
+- ``strategy``: ``"auto"`` (the default: mirrored over several GPUs, else one device; on one
+  device ``MirroredStrategy`` gives the same numbers ~10-20% slower, docs/BENCHMARKS.md), ``"one_device"``,
   ``"mirrored"`` (every visible GPU, else the CPU), ``"multi_worker"`` (the workers of
   ``TF_CONFIG``; docs/distributed.md) or ``"default"``.
 - ``jit_compile``: ``True``, ``False`` or ``"auto"`` (XLA on a single replica).
@@ -55,7 +56,7 @@ COMMON = {
     "epochs": 1,
     "batch_size": 32,
     "seed": 0,
-    "strategy": "mirrored",
+    "strategy": "auto",
     "jit_compile": False,
     "steps_per_execution": 1,
     "evaluation": {
