@@ -15,7 +15,7 @@ non-empty batch computes:
   kernels handle zero rows): no guard, no cost;
 * an unknown batch size in a TensorFlow graph, in a model with convolutions
   (``guard_graph_batches``), at inference gets a zero row when it has none (the batch and a
-  zero row concatenated, the first ``max(rows, 1)`` gathered: one copy of the input, values
+  zero row concatenated, the first ``max(rows, 1)`` gathered: the input is copied, its values
   unchanged) and the outputs are sliced back to the batch's rows: no control flow and static
   channel counts, so an exported graph still converts to TFLite builtins;
 * an unknown batch size in a TensorFlow graph in training runs the network under a
