@@ -10,8 +10,9 @@ BCE, Adam 1e-3 with coupled L2 1e-5, batch 128, the last smaller batch kept) on 
 training set for ``--epochs`` epochs; the first epoch (tracing, warm-up) is excluded and the
 rest timed. Keras variants:
 
-- ``trainer``: exactly what ``trainers.autoencoder`` compiles and runs (MirroredStrategy, the
-  resumable per-epoch pipeline, ``fit``, XLA, 7 steps per call: ``compile_options``);
+- ``trainer``: exactly what ``trainers.autoencoder`` compiles and runs (the config's strategy,
+  ``auto``: one device here; the resumable per-epoch pipeline, ``fit``, XLA, 7 steps per call:
+  ``compile_options``);
 - ``trainer_topk``: ``trainer`` with the Bi-half threshold found by ``top_k`` as before the
   sort-free search (``BiHalf(selection="top_k")``), to measure what the search gains;
 - ``trainer+CHANGE[+CHANGE]``: ``trainer`` with the config changed: ``one_device`` /
