@@ -33,9 +33,10 @@ reference's per-image min-max then round on MNIST), and its random-number stream
 before the decoder (the reference sets it in the model's constructor), so the decoder's init and
 every later shuffle come from seed 1 in every run; each epoch draws the training order and then
 the two evaluation passes' orders (the reference scores the model after every epoch, and its
-loaders shuffle), each drawn as a ``DataLoader(shuffle=True)`` pass draws them (the worker checks
-this against the installed torch's ``DataLoader`` before it trains). ``--rng independent`` leaves out the ``manual_seed(1)``: decoder and shuffles
-then follow the run's seed. ``--rng project`` starts PyTorch from the project trainer's initial
+loaders shuffle), each drawn as a ``DataLoader(shuffle=True)`` pass draws them (the worker
+checks this against the installed torch's ``DataLoader`` before it trains). ``--rng
+independent`` leaves out the ``manual_seed(1)``: decoder and shuffles then follow the run's
+seed. ``--rng project`` starts PyTorch from the project trainer's initial
 weights for the seed and feeds it the trainer's batch order (what ``trainers.autoencoder
 --seed=S`` draws), so that its run and the project's differ only in the arithmetic of 100 epochs.
 
@@ -358,9 +359,12 @@ def main() -> None:
                 flush=True,
             )
     pattern = f"autoencoder_bihalf_{args.bits}bits_seed*"
-    for path in sorted(glob.glob(os.path.join(args.project_root or "", pattern))):
-        if not args.project_root or not os.path.exists(os.path.join(path, "results.json")):
-            continue
+    finished = (
+        sorted(glob.glob(os.path.join(args.project_root, pattern, "results.json")))
+        if args.project_root
+        else []
+    )
+    for path in (os.path.dirname(results) for results in finished):
         seed = int(path.rsplit("seed", 1)[1])
         row = score_project_run(path, x, labels, seed)
         row.update(source="project", seed=seed, bits=args.bits)
