@@ -17,9 +17,9 @@ training loop (``tf_bihalf.training.loop``) reads exactly these keys; a task rea
   (``multistep``, ``step``, ``plateau``, ``constant``). ``epochs``, ``batch_size`` (global).
 - ``seed``: the seed of the split, the initialisation and the data order.
 - ``strategy``: ``"auto"`` (the default: mirrored over several GPUs, else one device; on one
-  device ``MirroredStrategy`` gives the same numbers ~10-20% slower, docs/BENCHMARKS.md), ``"one_device"``,
-  ``"mirrored"`` (every visible GPU, else the CPU), ``"multi_worker"`` (the workers of
-  ``TF_CONFIG``; docs/distributed.md) or ``"default"``.
+  device ``MirroredStrategy`` gives the same numbers ~10-20% slower, docs/BENCHMARKS.md),
+  ``"one_device"``, ``"mirrored"`` (every visible GPU, else the CPU), ``"multi_worker"`` (the
+  workers of ``TF_CONFIG``; docs/distributed.md) or ``"default"``.
 - ``jit_compile``: ``True``, ``False`` or ``"auto"`` (XLA on a single replica).
   ``steps_per_execution``: at most this many steps per call (the largest divisor of the epoch).
 - A value that differs by protocol is written ``{"by_protocol": {"I": ..., "II": ...}}``; the

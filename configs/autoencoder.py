@@ -28,21 +28,23 @@ training at ~35k samples/s with XLA and 7 steps per call, mAP to TensorBoard eve
 
 Measured over seeds (this config, MNIST, the final model of each run, 2026-11-29; the sweep and
 report commands and every per-seed value: docs/BENCHMARKS.md "Fig. 3(d)",
-docs/results/autoencoder/report.md): bihalf mAP@All, mean ± sample sd, 16 bits 0.4471 ± 0.0143 (n = 5, seeds 0, 1, 2, 3, 4); 32 bits 0.4283 ± 0.0126 (n = 5, seeds 0, 1, 2, 3, 4); 64 bits 0.4364 ± 0.0229 (n = 5, seeds 0, 1, 2, 3, 4). Sign and
-sign+reg over three seeds are in the same table; bihalf's mean is above both at every length, as
-the paper's Fig. 3(d) (a plot only, no published numbers), clearly at 16 and 32 bits, within
-the seed spread at 64 bits. Earlier figures: single seed 0 at
-32 bits, 0.4335 (first version), 0.4309 (optimizers' coefficients rounded as PyTorch's), 0.4346
-(``BCELoss`` on probabilities), 0.4342 (float64 learning rate): float32 rounding changes, inside
-the seed spread. Three seeds with the first version: 0.447 / 0.431 / 0.440 (16 / 32 / 64 bits),
-against 0.452 / 0.446 / 0.453 for three runs of the reference PyTorch script (issue 15).
-Float64 training equals the reference's to 1e-15 (docs/parity.md). Whole runs agree as well:
-from this trainer's start for a seed, a 100-epoch PyTorch run of the reference ends at the same
-mAP (0.4397 / 0.4352 against 0.4342 / 0.4333, seeds 0 / 1), and the reference's evaluation of
-the codes equals this project's to 2e-4. PyTorch's own starts end higher (0.455 ± 0.009, three
-seeds); which part of the start does that is open (docs/parity.md, "Whole runs"). The monitoring mAP peaks early (0.464
-at epoch 10 for seed 0, 32 bits) and drifts down to the final value: reported numbers are the
-final model's, never the best epoch on the query set.
+docs/results/autoencoder/report.md): bihalf mAP@All, mean ± sample sd, 16 bits 0.4471 ± 0.0143
+(n = 5, seeds 0, 1, 2, 3, 4); 32 bits 0.4283 ± 0.0126 (n = 5, seeds 0, 1, 2, 3, 4); 64 bits
+0.4364 ± 0.0229 (n = 5, seeds 0, 1, 2, 3, 4). Sign and sign+reg over three seeds are in the same
+table; bihalf's mean is above both at every length, as the paper's Fig. 3(d) (a plot only, no
+published numbers), clearly at 16 and 32 bits, within the seed spread at 64 bits. Earlier
+figures: single seed 0 at 32 bits, 0.4335 (first version), 0.4309 (optimizers' coefficients
+rounded as PyTorch's), 0.4346 (``BCELoss`` on probabilities), 0.4342 (float64 learning rate):
+float32 rounding changes, inside the seed spread. Three seeds with the first version: 0.447 /
+0.431 / 0.440 (16 / 32 / 64 bits), against 0.452 / 0.446 / 0.453 for three runs of the reference
+PyTorch script (issue 15). Float64 training equals the reference's to 1e-15 (docs/parity.md).
+Whole runs agree as well: from this trainer's start for a seed, a 100-epoch PyTorch run of the
+reference ends at the same mAP (0.4397 / 0.4352 against 0.4342 / 0.4333, seeds 0 / 1), and the
+reference's evaluation of the codes equals this project's to 2e-4. PyTorch's own starts end
+higher (0.455 ± 0.009, three seeds); which part of the start does that is open (docs/parity.md,
+"Whole runs"). The monitoring mAP peaks early (0.464 at epoch 10 for seed 0, 32 bits) and drifts
+down to the final value: reported numbers are the final model's, never the best epoch on the
+query set.
 """
 
 from configs._common import common_config
