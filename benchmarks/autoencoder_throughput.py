@@ -11,12 +11,13 @@ training set for ``--epochs`` epochs; the first epoch (tracing, warm-up) is excl
 rest timed. Keras variants:
 
 - ``trainer``: exactly what ``trainers.autoencoder`` compiles and runs (the config's strategy,
-  ``auto``: one device here; the resumable per-epoch pipeline, ``fit``, XLA, 7 steps per call:
+  ``auto``: TensorFlow's default strategy on this one-device machine; the resumable per-epoch pipeline, ``fit``, XLA, 7 steps per call:
   ``compile_options``);
 - ``trainer_topk``: ``trainer`` with the Bi-half threshold found by ``top_k`` as before the
   sort-free search (``BiHalf(selection="top_k")``), to measure what the search gains;
 - ``trainer+CHANGE[+CHANGE]``: ``trainer`` with the config changed: ``one_device`` /
-  ``mirrored`` / ``auto`` (the strategy), ``speN`` (at most N steps per call, e.g. ``spe67``);
+  ``mirrored`` / ``auto`` / ``default`` (the strategy), ``speN`` (at most N steps per call,
+  e.g. ``spe67``);
 - ``plain``: the same model and pipeline with Keras' defaults (no XLA, one step per call);
 - ``no_strategy``: ``plain`` without ``MirroredStrategy`` (TensorFlow's default strategy);
 - ``@1thread``: the variant with TensorFlow's thread pools limited to one thread.
@@ -157,7 +158,7 @@ def keras_variant(name: str, x_train, bits: int, batch_size: int, epochs: int) -
         for change in changes:
             if change.startswith("spe"):
                 config["steps_per_execution"] = int(change[len("spe") :])
-            elif change in ("one_device", "mirrored", "auto"):
+            elif change in ("one_device", "mirrored", "auto", "default"):
                 config["strategy"] = change
             else:
                 raise ValueError(f"Unknown trainer change {change!r}.")

@@ -16,8 +16,9 @@ training loop (``tf_bihalf.training.loop``) reads exactly these keys; a task rea
   PyTorch), "momentum", "dampening"}``. ``schedule``: a ``tf_bihalf.training.schedules`` dict
   (``multistep``, ``step``, ``plateau``, ``constant``). ``epochs``, ``batch_size`` (global).
 - ``seed``: the seed of the split, the initialisation and the data order.
-- ``strategy``: ``"auto"`` (the default: mirrored over several GPUs, else one device; on one
-  device ``MirroredStrategy`` gives the same numbers ~10-20% slower, docs/BENCHMARKS.md),
+- ``strategy``: ``"auto"`` (the default: mirrored over several GPUs, else TensorFlow's default
+  strategy on the one device; on one device ``OneDeviceStrategy`` and a one-replica
+  ``MirroredStrategy`` give the same numbers 1.4x and ~1.7x slower, docs/BENCHMARKS.md),
   ``"one_device"``, ``"mirrored"`` (every visible GPU, else the CPU), ``"multi_worker"`` (the
   workers of ``TF_CONFIG``; docs/distributed.md) or ``"default"``.
 - ``jit_compile``: ``True``, ``False`` or ``"auto"`` (XLA on a single replica).

@@ -304,4 +304,6 @@ def test_multi_worker_without_tf_config_and_bad_timeouts(monkeypatch):
 
 def test_single_machine_strategies():
     assert strategy.get_strategy("auto").num_replicas_in_sync >= 1
+    if len(tf.config.list_logical_devices("GPU")) <= 1:  # one device: no distribution wrapper
+        assert strategy.get_strategy("auto") is tf.distribute.get_strategy()
     assert isinstance(strategy.get_strategy("one_device"), tf.distribute.OneDeviceStrategy)
