@@ -22,9 +22,10 @@ images, mAP@All (ties by database order; the tie-averaged value is reported besi
 FINAL model (no epoch selection on the query set).
 
 The paper's full schedule fits the README's budget, so it is the default. Wall time on the
-project's shared 2-core CPU machine: 3 min 11 s for ``python -m trainers.autoencoder`` (174 s of
-training at ~35k samples/s with XLA and 7 steps per call, mAP to TensorBoard every 10 epochs,
-9 s of final evaluation); 3-4 min under heavier load.
+project's shared 2-core CPU machine: 3 min 32 s for ``python -m trainers.autoencoder`` (194 s of
+training at ~32k samples/s with XLA and 7 steps per call, TensorFlow's default strategy on one
+device, mAP to TensorBoard every 10 epochs, then the final evaluation; 2026-11-29). Speed moves
+by up to 1.5x between days on this shared machine (docs/BENCHMARKS.md, "Training throughput").
 
 Measured over seeds (this config, MNIST, the final model of each run, 2026-11-29; the sweep and
 report commands and every per-seed value: docs/BENCHMARKS.md "Fig. 3(d)",
