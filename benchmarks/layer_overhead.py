@@ -3,10 +3,13 @@
 Times one optimisation step (forward, BCE reconstruction loss, backward, Adam update) of the
 paper's MNIST autoencoder 784-256-K-256-784 with batch M = 128 and K = 64, with ``BiHalf`` and
 with ``Sign`` as the hash layer, in the same process. Rounds of steps alternate between the
-variants so that machine noise hits both alike; the table reports the median step time and the
-ratio BiHalf / Sign.
+variants so that machine noise hits both alike; the table reports the median step time, the
+ratio of the medians BiHalf / Sign, and the median of the per-round ratios (each round's BiHalf
+time over the same round's Sign time: slow drifts of the machine's speed, which move the medians
+of a shared machine by 10-20% between runs, cancel in it; more and shorter rounds help).
 
     python benchmarks/layer_overhead.py [--steps 200 --rounds 7 --jit]
+    python benchmarks/layer_overhead.py --jit --steps 50 --rounds 40   # finer interleaving
 """
 
 from __future__ import annotations
@@ -84,14 +87,19 @@ def main() -> None:
         f"\nAutoencoder 784-256-{args.bits}, batch {args.batch_size}, {args.rounds} rounds x "
         f"{args.steps} steps, {os.cpu_count()} CPU cores, TF {tf.__version__}\n"
     )
-    print("| hash layer | XLA | median step (ms) | min step (ms) | ratio to sign |")
-    print("|---|---|---|---|---|")
+    print(
+        "| hash layer | XLA | median step (ms) | min step (ms) | ratio to sign "
+        "| paired ratio (median per round) |"
+    )
+    print("|---|---|---|---|---|---|")
     for variant in variants:
         median = statistics.median(times[variant])
-        reference = statistics.median(times[("sign", variant[1])])
+        sign = times[("sign", variant[1])]
+        paired = statistics.median(a / b for a, b in zip(times[variant], sign))
         print(
             f"| {variant[0]} | {'yes' if variant[1] else 'no'} | {median * 1e3:.3f} | "
-            f"{min(times[variant]) * 1e3:.3f} | {median / reference:.3f} |"
+            f"{min(times[variant]) * 1e3:.3f} | {median / statistics.median(sign):.3f} "
+            f"| {paired:.3f} |"
         )
 
 
