@@ -32,8 +32,10 @@ The Keras side uses the project's trainer components (``HashingAutoencoder``,
   float64 rate, so nothing in this run is rounded to float32; docs/parity.md keeps the history
   of the two float32 islands that once were there);
 - ``f32``: float32, one step per call, no XLA; ``f32_xla``: the same with XLA;
-- ``f32_trainer``: what ``trainers.autoencoder`` runs (``MirroredStrategy``, ``fit`` over
-  ``epoch_batches``, XLA, 7 steps per call); losses per epoch only, weights at epoch ends;
+- ``f32_trainer``: what ``trainers.autoencoder`` runs (the config's strategy, ``auto``;
+  ``fit`` over ``epoch_batches``, XLA, 7 steps per call); losses per epoch only, weights at
+  epoch ends. (docs/parity.md's figures were taken under the former ``MirroredStrategy``
+  default, which computes the same numbers on one device);
 - ``torch_f32`` / ``torch_f64``: the PyTorch side alone, per epoch: rate, loss and the pixels
   where ``BCELoss``'s gradient departs from ``sigmoid(z) - x`` (``p (1 - p) < 1e-12``).
 
@@ -339,15 +341,17 @@ def run_keras_steps(spec: dict, config: dict, mode: str, reference_codes=None) -
 
 
 def run_keras_trainer(spec: dict, config: dict) -> dict:
-    """The trainer's path: MirroredStrategy, ``fit`` over ``epoch_batches``, XLA, 7 steps/call."""
+    """The trainer's path: the config's strategy, ``fit`` over ``epoch_batches``, XLA, 7
+    steps per call."""
     import keras
 
     from tf_bihalf.training import pipelines, strategy
+    from trainers import common
 
     keras.backend.clear_session()
     keras.config.set_floatx("float32")
     steps = config["steps_per_epoch"]
-    distribution = strategy.get_strategy("mirrored")
+    distribution = strategy.get_strategy(common.load_config("autoencoder")["strategy"])
     with distribution.scope():
         model, _ = build_keras(
             spec, config, True, pipelines.steps_per_execution_for(steps, config["trainer_spe"])
