@@ -373,7 +373,8 @@ def select_float_layers(
             raise ValueError(f"float_layers must be >= 0; got {float_layers}.")
         steps = [min(int(float_layers), weighted)]
     else:
-        steps = sorted({step for step in SELECTIVE_STEPS if step < weighted})
+        # At least one try: a model without weighted layers is plain int8 (0 float layers).
+        steps = sorted({step for step in SELECTIVE_STEPS if step < weighted}) or [0]
     tried, content = [], b""
     for step in steps:
         content = quantize_selective(calibrated, step)

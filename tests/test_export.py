@@ -525,6 +525,19 @@ def test_tflite_int8_selective_keeps_the_leading_layers_in_float(artifacts, tfli
     assert _weight_dtypes(out.read_bytes())[:3] == ["float32", "float32", "int8"]
 
 
+def test_int8_selective_search_without_weighted_layers_tries_plain_int8(
+    artifacts, tflite_models, monkeypatch
+):
+    """No weighted layer to keep in float (counted 0): one try with 0 float layers, not an
+    IndexError from an empty search."""
+    data = tflite_models["calibration"]["image"][:16]
+    reference = SavedModelEncoder(artifacts["image"]).encode(data)["codes"]
+    monkeypatch.setattr(tflite, "count_weighted_layers", lambda content: 0)
+    content, report = tflite.select_float_layers(artifacts["image"], data, reference, 0.0)
+    assert report["float_layers"] == 0 and report["weighted_layers"] == 0
+    assert [n for n, _ in report["tried"]] == [0] and content
+
+
 def test_tflite_int8_refusal_points_to_int8_selective(artifacts, tflite_models, capsys):
     data = tflite_models["calibration"]["image"][:32]
     out = str(artifacts["root"] / "refused.tflite")
