@@ -39,6 +39,9 @@ independent`` leaves out the ``manual_seed(1)``: decoder and shuffles then follo
 seed. ``--rng project`` starts PyTorch from the project trainer's initial
 weights for the seed and feeds it the trainer's batch order (what ``trainers.autoencoder
 --seed=S`` draws), so that its run and the project's differ only in the arithmetic of 100 epochs.
+``--rng project_init`` takes only the trainer's initial weights (the batch order is
+``independent``'s) and ``--rng project_order`` only its batch order (the init is
+``independent``'s): one part of the start swapped at a time.
 
 It prints, per run: the final model's mAP@All under each evaluation, the best epoch's by the
 project's stable metric (the selection on the query set that the reference's per-epoch printout
@@ -97,7 +100,7 @@ encoder = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, bits))
 if config["rng"] == "reference":
     torch.manual_seed(1)
 decoder = nn.Sequential(nn.Linear(bits, 256), nn.ReLU(), nn.Linear(256, 784), nn.Sigmoid())
-if config["rng"] == "project":  # the project trainer's initial weights for this seed
+if config["rng"] in ("project", "project_init"):  # the project trainer's initial weights
     with torch.no_grad():
         for layer, name in zip(
             (encoder[0], encoder[2], decoder[0], decoder[2]),
@@ -139,7 +142,7 @@ for epoch in range(config["epochs"]):
         for group in optimizer.param_groups:
             group["lr"] = group["lr"] * config["factor"]
     order = shuffled(len(x_train))
-    if config["rng"] == "project":  # the trainer's batch order instead (the draw above kept)
+    if config["rng"] in ("project", "project_order"):  # the trainer's order (the draw kept)
         order = torch.from_numpy(spec["order"][epoch * len(x_train) : (epoch + 1) * len(x_train)])
     total = 0.0
     for start in range(0, len(order), batch_size):
@@ -289,7 +292,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--milestones", default="60,80")
     parser.add_argument(
-        "--rng", choices=("reference", "independent", "project"), default="reference"
+        "--rng",
+        choices=("reference", "independent", "project", "project_init", "project_order"),
+        default="reference",
     )
     parser.add_argument("--eval_every", type=int, default=1, help="epochs between scorings")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
@@ -331,7 +336,7 @@ def main() -> None:
             }
             spec_path = os.path.join(directory, "spec.npz")
             extra = {}
-            if args.rng == "project":
+            if args.rng.startswith("project"):
                 extra = project_start(args.bits, seed, len(x_train), args.epochs)
             np.savez(
                 spec_path,
