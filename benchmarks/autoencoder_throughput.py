@@ -11,8 +11,8 @@ training set for ``--epochs`` epochs; the first epoch (tracing, warm-up) is excl
 rest timed. Keras variants:
 
 - ``trainer``: exactly what ``trainers.autoencoder`` compiles and runs (the config's strategy,
-  ``auto``: TensorFlow's default strategy on this one-device machine; the resumable per-epoch pipeline, ``fit``, XLA, 7 steps per call:
-  ``compile_options``);
+  ``auto``: TensorFlow's default strategy on this one-device machine; the resumable per-epoch
+  pipeline, ``fit``, XLA, 7 steps per call: ``compile_options``);
 - ``trainer_topk``: ``trainer`` with the Bi-half threshold found by ``top_k`` as before the
   sort-free search (``BiHalf(selection="top_k")``), to measure what the search gains;
 - ``trainer+CHANGE[+CHANGE]``: ``trainer`` with the config changed: ``one_device`` /

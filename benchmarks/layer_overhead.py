@@ -95,7 +95,7 @@ def main() -> None:
     for variant in variants:
         median = statistics.median(times[variant])
         sign = times[("sign", variant[1])]
-        paired = statistics.median(a / b for a, b in zip(times[variant], sign))
+        paired = statistics.median(a / b for a, b in zip(times[variant], sign, strict=True))
         print(
             f"| {variant[0]} | {'yes' if variant[1] else 'no'} | {median * 1e3:.3f} | "
             f"{min(times[variant]) * 1e3:.3f} | {median / statistics.median(sign):.3f} "
