@@ -17,8 +17,8 @@ training loop (``tf_bihalf.training.loop``) reads exactly these keys; a task rea
   (``multistep``, ``step``, ``plateau``, ``constant``). ``epochs``, ``batch_size`` (global).
 - ``seed``: the seed of the split, the initialisation and the data order.
 - ``strategy``: ``"auto"`` (the default: mirrored over several GPUs, else TensorFlow's default
-  strategy on the one device; on one device ``OneDeviceStrategy`` and a one-replica
-  ``MirroredStrategy`` give the same numbers about 1.4x and 1.7x slower, docs/BENCHMARKS.md),
+  strategy on the one device; on one device ``OneDeviceStrategy`` gives the same numbers about
+  1.4x slower, and a one-replica ``MirroredStrategy`` slower still, docs/BENCHMARKS.md),
   ``"one_device"``, ``"mirrored"`` (every visible GPU, else the CPU), ``"multi_worker"`` (the
   workers of ``TF_CONFIG``; docs/distributed.md) or ``"default"``.
 - ``jit_compile``: ``True``, ``False`` or ``"auto"`` (XLA on a single replica).
