@@ -19,6 +19,24 @@ def _in_xla_context() -> bool:
     return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
+def _gpus_visible() -> bool:
+    """Whether TensorFlow sees a GPU (its default placement for the traced ops)."""
+    return bool(tf.config.list_logical_devices("GPU"))
+
+
+def _xla_selection(u: tf.Tensor) -> str:
+    """``"auto"`` inside XLA: ``"search"`` on a CPU, ``"top_k"`` on a GPU.
+
+    Measured (docs/BENCHMARKS.md, "Bi-half on a GPU"): the search's 32 dependent passes are
+    cheap on a CPU, where XLA's ``TopK`` sorts, but latency-bound on a GPU, where ``TopK`` is one
+    kernel. The device is the traced tensor's placement when it has one, else the GPU whenever
+    one is visible (TensorFlow's default placement).
+    """
+    device = (u.device or "").upper()
+    on_gpu = ("GPU:" in device) if device else _gpus_visible()
+    return "top_k" if on_gpu else "search"
+
+
 def _order_keys(u: tf.Tensor) -> tf.Tensor:
     """float32 -> int32 keys whose signed order is the float order, ``-0.0`` equal to ``+0.0``.
 
@@ -70,17 +88,19 @@ def bihalf_codes(
     result as the ranking, at a fraction of the cost (``benchmarks/layer_overhead.py``).
 
     ``selection`` says how ``t`` is found: ``"top_k"``, one unsorted ``tf.math.top_k`` per
-    column (the fewest ops: fastest in TensorFlow's graph executor); ``"search"``, a
-    sort-free bitwise search over the order-preserving integer view of the float32 bits
-    (32 fused compare-and-count passes: faster than XLA's CPU ``TopK``, which sorts; the
-    values are then compared as those integers too, so subnormals stay exact under XLA);
-    ``"auto"`` (default), ``"search"`` for float32 inside an XLA-compiled function and
-    ``"top_k"`` otherwise. All give the same codes, bit for bit.
+    column (the fewest ops: fastest in TensorFlow's graph executor, and under XLA on a GPU);
+    ``"search"``, a sort-free bitwise search (32 fused compare-and-count passes: faster than
+    XLA's CPU ``TopK``, which sorts); ``"auto"`` (default), ``"search"`` for float32 inside an
+    XLA-compiled function placed on a CPU, ``"top_k"`` otherwise. Inside XLA both work on the
+    order-preserving integer view of the float32 bits and compare the values as those
+    integers, since XLA's CPU code flushes subnormal floats to zero in comparisons. All give
+    the same codes, bit for bit.
     """
     if selection not in _SELECTIONS:
         raise ValueError(f"selection must be one of {_SELECTIONS}; got {selection!r}.")
+    exact_keys = u.dtype == tf.float32 and _in_xla_context()
     if selection == "auto":
-        selection = "search" if u.dtype == tf.float32 and _in_xla_context() else "top_k"
+        selection = _xla_selection(u) if exact_keys else "top_k"
     if selection == "search" and u.dtype != tf.float32:
         raise ValueError(f"selection='search' needs float32 features; got {u.dtype.name}.")
     static_rows = u.shape[0]
@@ -91,12 +111,11 @@ def bihalf_codes(
         rows = tf.shape(u)[0]
         half = (rows if num_rows is None else num_rows) // 2
         k = tf.minimum(tf.maximum(half, 1), rows)
+    values = _order_keys(u) if selection == "search" or exact_keys else u
     if selection == "search":
-        values = _order_keys(u)
         threshold = _search_threshold(values, k)
     else:
-        values = u
-        top = tf.math.top_k(tf.transpose(u), k=k, sorted=False).values
+        top = tf.math.top_k(tf.transpose(values), k=k, sorted=False).values
         threshold = tf.reduce_min(top, axis=1)  # the half-th largest value of each column
     at_least = values >= threshold
 
