@@ -40,6 +40,10 @@ VIDEO_DEFAULTS = {
     "schedule": {"name": "plateau", "monitor": "loss", "factor": 0.1, "patience": 10},
     "epochs": 200,
     "batch_size": 128,
+    # Speed only, the same numbers bit for bit (checked on configs/real_videos.py): up to 12
+    # steps per call, as the image configs (1.8x for a head on cached features there,
+    # docs/BENCHMARKS.md "Image hashing"); not timed on a video dataset of many steps.
+    "steps_per_execution": 12,
     "feature_cache": True,
     "cache_dir": "~/.cache/tf_bihalf/video_features",
     "extract_batch_size": 8,
