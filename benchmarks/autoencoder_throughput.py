@@ -15,6 +15,13 @@ rest timed. Keras variants:
   pipeline, ``fit``, XLA, 7 steps per call: ``compile_options``);
 - ``trainer_topk``: ``trainer`` with the Bi-half threshold found by ``top_k`` as before the
   sort-free search (``BiHalf(selection="top_k")``), to measure what the search gains;
+- ``trainer_bitwise``: ``trainer`` with the Bi-half threshold search of before 2026-11-30 (32
+  bit-by-bit passes, ``layer_overhead.bitwise_search``), the baseline of the snapped bisection;
+- ``trainer_sign``: ``trainer`` with the straight-through ``Sign(gamma=1)`` in place of Bi-half
+  (the same gradient term), to measure what Bi-half costs over a sign layer with the trainer's
+  own compile options; with it in the same run, the table is followed by each trainer
+  variant's epoch time over ``trainer_sign``'s, per repeat (the runs of one repeat follow each
+  other, so slow drifts of the machine cancel);
 - ``trainer+CHANGE[+CHANGE]``: ``trainer`` with the config changed: ``one_device`` /
   ``mirrored`` / ``auto`` / ``default`` (the strategy), ``speN`` (at most N steps per call,
   e.g. ``spe67``);
@@ -151,8 +158,17 @@ def keras_variant(name: str, x_train, bits: int, batch_size: int, epochs: int) -
     keras.utils.set_random_seed(0)
     config = common.load_config("autoencoder")
     layer_kwargs = {"gamma": 1.0}
+    layer_name = "bihalf"
     if name == "trainer_topk":
         name, layer_kwargs["selection"] = "trainer", "top_k"
+    if name == "trainer_sign":
+        name, layer_name = "trainer", "sign"
+    if name == "trainer_bitwise":  # this worker process only
+        from layer_overhead import bitwise_search
+
+        from tf_bihalf.layers import bi_half
+
+        name, bi_half._search_threshold = "trainer", bitwise_search
     if name.startswith("trainer+"):  # e.g. trainer+one_device+spe67
         name, *changes = name.split("+")
         for change in changes:
@@ -172,7 +188,7 @@ def keras_variant(name: str, x_train, bits: int, batch_size: int, epochs: int) -
     else:
         raise ValueError(f"Unknown variant {name!r}.")
     with distribution.scope():
-        model = HashingAutoencoder(bits=bits, hash_layer_kwargs=layer_kwargs)
+        model = HashingAutoencoder(bits=bits, hash_layer=layer_name, hash_layer_kwargs=layer_kwargs)
         schedule = schedules.MultiStepDecay(1e-3, steps, milestones=[60, 80])
         model.compile(
             optimizer=build_optimizer("adam", schedule, weight_decay=1e-5),
@@ -214,6 +230,7 @@ def main() -> None:
     if args.epochs < 2:
         parser.error("--epochs must be >= 2 (the first epoch is not timed)")
     sys.path.insert(0, ROOT)
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
 
@@ -251,6 +268,7 @@ def main() -> None:
                 label = f"torch {loader}" + ("@1thread" if threads == "1" else "")
                 commands[label] = [args.torch_python, script, data, *shape, loader, threads]
         epochs = {name: [] for name in commands}
+        run_medians = {name: [] for name in commands}  # one per repeat, for paired ratios
         versions = {}
         for repeat in range(args.repeats):
             for name, command in commands.items():  # interleaved: noise hits every variant
@@ -258,6 +276,7 @@ def main() -> None:
                 epochs[name].extend(result["durations"][1:])
                 versions[name] = result.get("version")
                 timed = result["durations"][1:]
+                run_medians[name].append(float(np.median(timed)))
                 print(
                     f"[{repeat + 1}/{args.repeats}] {name:24s} "
                     + " ".join(f"{t:.2f}" for t in timed) + " s/epoch", flush=True,
@@ -284,6 +303,17 @@ def main() -> None:
         print(
             f"| {name} | {best_speed:.0f} | {median_speed:.0f} | {best:.2f} / {median:.2f} "
             f"| {best_speed / reference[1]:.2f}x |"
+        )
+    sign = "keras trainer_sign"
+    for name in [
+        n for n in epochs if sign in epochs and n.startswith("keras trainer") and n != sign
+    ]:
+        ratios = [a / b for a, b in zip(run_medians[name], run_medians[sign], strict=True)]
+        print(
+            f"{name} / {sign} epoch time: ratio of the median epochs "
+            f"{np.median(epochs[name]) / np.median(epochs[sign]):.3f}; per repeat (medians) "
+            + ", ".join(f"{r:.3f}" for r in ratios)
+            + f"; median {np.median(ratios):.3f}"
         )
 
 

@@ -10,6 +10,11 @@ of a shared machine by 10-20% between runs, cancel in it; more and shorter round
 
     python benchmarks/layer_overhead.py [--steps 200 --rounds 7 --jit]
     python benchmarks/layer_overhead.py --jit --steps 50 --rounds 40   # finer interleaving
+
+Variants: ``bihalf`` (the layer as shipped), ``sign``, and under ``--jit`` also ``bihalf:top_k``
+(``selection="top_k"``) and ``bihalf:bitwise``, the shipped layer with the threshold search of
+before 2026-11-30 (the k-th largest key built bit by bit: 32 unrolled compare-and-count passes,
+kept here as the baseline of the snapped bisection that replaced it; the same codes).
 """
 
 from __future__ import annotations
@@ -26,11 +31,30 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tf_bihalf import layers  # noqa: E402
+from tf_bihalf.layers import bi_half  # noqa: E402
+
+
+def bitwise_search(keys, k):
+    """The previous ``_search_threshold``: the k-th largest key of each column built bit by bit,
+    sign bit first; a bit is kept when at least k keys are ``>=`` the candidate."""
+
+    def count_at_least(candidate):
+        return tf.reduce_sum(tf.cast(keys >= candidate, tf.int32), axis=0)
+
+    zero = tf.zeros([tf.shape(keys)[1]], tf.int32)
+    found = tf.where(count_at_least(zero) >= k, zero, tf.fill(tf.shape(zero), -(2**31)))
+    for bit in range(30, -1, -1):
+        candidate = tf.bitwise.bitwise_or(found, 1 << bit)
+        found = tf.where(count_at_least(candidate) >= k, candidate, found)
+    return found
 
 
 def build_step(hash_layer: str, bits: int, jit: bool):
     keras.utils.set_random_seed(0)
     name, _, selection = hash_layer.partition(":")
+    search = bitwise_search if selection == "bitwise" else bi_half._search_threshold
+    if selection == "bitwise":
+        selection = "search"
     options = {"selection": selection} if selection else {}
     inputs = keras.Input((784,))
     hidden = keras.layers.Dense(256, activation="relu")(inputs)
@@ -44,8 +68,13 @@ def build_step(hash_layer: str, bits: int, jit: bool):
 
     @tf.function(jit_compile=jit)
     def step(x):
-        with tf.GradientTape() as tape:
-            loss = loss_fn(x, model(x, training=True))
+        shipped = bi_half._search_threshold
+        bi_half._search_threshold = search  # read while tracing only
+        try:
+            with tf.GradientTape() as tape:
+                loss = loss_fn(x, model(x, training=True))
+        finally:
+            bi_half._search_threshold = shipped
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply(grads, model.trainable_variables)
         return loss
@@ -74,7 +103,8 @@ def main() -> None:
     batch = tf.constant(rng.integers(0, 2, size=(args.batch_size, 784)).astype("float32"))
     variants = [("bihalf", False), ("sign", False)]
     if args.jit:
-        variants += [("bihalf", True), ("bihalf:top_k", True), ("sign", True)]
+        variants += [("bihalf", True), ("bihalf:bitwise", True), ("bihalf:top_k", True)]
+        variants += [("sign", True)]
     steps = {v: build_step(v[0], args.bits, v[1]) for v in variants}
     for step in steps.values():  # trace and warm up
         time_steps(step, batch, 20)

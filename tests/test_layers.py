@@ -236,6 +236,30 @@ def test_selection_matches_reference(case, selection, jits):
             np.testing.assert_allclose(grad, expected, rtol=1e-6, atol=1e-6)
 
 
+def _threshold_cases():
+    rng = np.random.default_rng(14)
+    powers = [2**j for j in range(31)]
+    # Keys spread geometrically over the whole int32 range, both extremes included: the
+    # bisection halves the range at most once per step here, so these need the most steps.
+    spread = np.array([*powers, *(-p for p in powers), 0, -(2**31), 2**31 - 1], np.int64)
+    yield np.stack([spread, spread[::-1], np.sort(spread), rng.permutation(spread)], axis=1)
+    yield rng.integers(-(2**31), 2**31, size=(65, 5))  # uniform over all int32 keys
+    yield rng.integers(-3, 4, size=(40, 3))  # many equal keys
+    yield np.full((9, 2), 2**31 - 1)
+
+
+@pytest.mark.parametrize("case", list(range(4)))
+@pytest.mark.parametrize("jit", [False, True])
+def test_search_threshold_is_the_kth_largest_key(case, jit):
+    from tf_bihalf.layers.bi_half import _search_threshold  # noqa: PLC0415
+
+    keys = list(_threshold_cases())[case].astype(np.int32)
+    search = tf.function(_search_threshold, jit_compile=jit, autograph=False)
+    for k in range(1, len(keys) + 1):
+        expected = -np.sort(-keys.astype(np.int64), axis=0)[k - 1]
+        np.testing.assert_array_equal(search(tf.constant(keys), tf.constant(k)).numpy(), expected)
+
+
 def _graph_ops(step, *args) -> set:
     graph = step.get_concrete_function(*args).graph.as_graph_def()
     return {node.op for f in graph.library.function for node in f.node_def} | {
