@@ -210,7 +210,13 @@ def main() -> int:
     if code == 0:
         for line in output.splitlines():
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            if len(cells) == 6 and cells[0] in ("bihalf", "sign", "bihalf:top_k"):
+            if len(cells) == 6 and cells[0] in (
+                "bihalf",
+                "sign",
+                "bihalf:top_k",
+                "bihalf:bitwise",
+                "bihalf:search",
+            ):
                 rows.append((f"step {cells[0]}, XLA {cells[1]}", "PASS", f"{cells[2]} ms",
                              f"ratio to sign {cells[4]} (paired {cells[5]})"))  # fmt: skip
     else:

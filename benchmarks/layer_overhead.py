@@ -14,7 +14,8 @@ of a shared machine by 10-20% between runs, cancel in it; more and shorter round
 Variants: ``bihalf`` (the layer as shipped), ``sign``, and under ``--jit`` also ``bihalf:top_k``
 (``selection="top_k"``) and ``bihalf:bitwise``, the shipped layer with the threshold search of
 before 2026-11-30 (the k-th largest key built bit by bit: 32 unrolled compare-and-count passes,
-kept here as the baseline of the snapped bisection that replaced it; the same codes).
+kept here as the baseline of the snapped bisection that replaced it; the same codes), and where
+a GPU is visible ``bihalf:search`` (``selection="search"``: on a GPU ``auto`` picks ``top_k``).
 """
 
 from __future__ import annotations
@@ -104,6 +105,8 @@ def main() -> None:
     variants = [("bihalf", False), ("sign", False)]
     if args.jit:
         variants += [("bihalf", True), ("bihalf:bitwise", True), ("bihalf:top_k", True)]
+        if tf.config.list_logical_devices("GPU"):  # "auto" is top_k there: time the search too
+            variants += [("bihalf:search", True)]
         variants += [("sign", True)]
     steps = {v: build_step(v[0], args.bits, v[1]) for v in variants}
     for step in steps.values():  # trace and warm up
