@@ -2,14 +2,16 @@
 
 import json
 import os
+from types import SimpleNamespace
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from tf_bihalf.losses.reconstruction import BinaryReconstructionLoss
 from tf_bihalf.models.autoencoder import HashingAutoencoder
-from tf_bihalf.training import pipelines, schedules, workdir
+from tf_bihalf.training import loop, pipelines, schedules, workdir
 from tf_bihalf.training.checkpoint import TrainingCheckpoint
 from tf_bihalf.training.optimizers import build_optimizer
 
@@ -111,6 +113,28 @@ def test_epoch_batches_resume_and_remainder():
         pipelines.steps_per_epoch(3, 4, drop_remainder=True)
     with pytest.raises(ValueError, match="same number of rows"):
         pipelines.epoch_batches((np.zeros(3), np.zeros(4)), 2, seed=0, epochs=1)
+
+
+def test_training_data_runs_without_the_autotuning_model():
+    # tf.data's autotuning thread sleeps up to 60 s between optimisations and deleting the
+    # iterator waits for it: the end of a long fit stalled for up to a minute.
+    data = np.arange(10)
+    assert pipelines.epoch_batches(data, 4, seed=1, epochs=1).options().autotune.enabled is False
+    autotuned = tf.data.Dataset.range(5).map(lambda x: x * 2).prefetch(tf.data.AUTOTUNE)
+    assert autotuned.options().autotune.enabled is not False
+
+    class Recorder:
+        def fit(self, dataset, **kwargs):
+            self.dataset = dataset
+            return SimpleNamespace(history={"loss": [0.5]})
+
+    models = SimpleNamespace(train_model=Recorder(), loss=None)
+    task_data = SimpleNamespace(train=lambda epoch: autotuned, steps_per_epoch=5)
+    strategy = tf.distribute.get_strategy()
+    assert loop._fit(models, task_data, strategy, {"epochs": 1}, 0, [], False) == [0.5]
+    fed = models.train_model.dataset
+    assert fed.options().autotune.enabled is False
+    assert list(fed.as_numpy_iterator()) == [0, 2, 4, 6, 8]
 
 
 def test_workdir_resume_detection_and_config_mismatch(tmp_path):

@@ -212,11 +212,14 @@ def _fit(
     that write files.
     """
 
+    def train_data(epoch: int) -> tf.data.Dataset:  # iterated for the whole run
+        return pipelines.for_whole_run(data.train(epoch))
+
     if distributed.is_multi_worker(distribution):
         return distributed.fit(
             models.train_model,
             models.loss,
-            data.train,
+            train_data,
             distribution,
             epochs=config["epochs"],
             initial_epoch=initial_epoch,
@@ -225,7 +228,7 @@ def _fit(
             verbose=1 if progress else 2,
         )
     history = models.train_model.fit(
-        data.train(initial_epoch),
+        train_data(initial_epoch),
         epochs=config["epochs"],
         initial_epoch=initial_epoch,
         steps_per_epoch=data.steps_per_epoch,

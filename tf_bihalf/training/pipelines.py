@@ -9,6 +9,11 @@ batch unless ``drop_remainder`` (PyTorch's ``DataLoader(shuffle=True, drop_last=
 Arrays are captured once as tensors (not embedded in the graph) and gathered per batch, so the
 cost per step is one gather, with ``prefetch`` overlapping it with the training step.
 
+``for_whole_run`` (applied by ``epoch_batches`` and by the trainers to every task's training
+data) turns off tf.data's autotuning model for a dataset iterated for a whole run. Its thread
+re-optimises at intervals that double up to 60 s, and deleting the iterator waits for the
+current interval to end, so the end of a long ``fit`` could stall for up to a minute.
+
 Example:
 
 >>> x = np.arange(10, dtype="float32")[:, None]
@@ -64,6 +69,23 @@ def _check_arrays(arrays) -> int:
     return sizes.pop()
 
 
+def for_whole_run(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """``dataset`` with tf.data's autotuning model turned off, for an iterator that lives a whole
+    run (``fit`` over many epochs).
+
+    TensorFlow's autotuning thread sleeps between optimisations for intervals that double up
+    to 60 s, and deleting the iterator waits for the current interval to end. A training run of
+    more than a minute or two could therefore stall for up to a minute at the end of ``fit``
+    (measured: 52 s to delete an iterator after 150 s of use, 0 s with autotuning off;
+    docs/training.md, "The end of fit"). Without the model, ``AUTOTUNE`` parallelism falls back
+    to the number of cores (at most 16) and ``prefetch(AUTOTUNE)`` buffers grow when the
+    consumer has to wait. The elements and their order do not change.
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
+
+
 def epoch_permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:
     """The example order of ``epoch``: a permutation seeded by ``(seed, epoch)`` only."""
     return np.random.default_rng([int(seed), int(epoch)]).permutation(num_examples)
@@ -91,7 +113,8 @@ def epoch_batches(
             ``lambda x: (x, x)`` for a reconstruction target).
 
     Returns:
-        A ``tf.data.Dataset`` of ``(epochs - initial_epoch) * steps_per_epoch`` batches.
+        A ``tf.data.Dataset`` of ``(epochs - initial_epoch) * steps_per_epoch`` batches, without
+        tf.data's autotuning model (``for_whole_run``).
     """
     num_examples = _check_arrays(arrays)
     steps = steps_per_epoch(num_examples, batch_size, drop_remainder)
@@ -117,7 +140,7 @@ def epoch_batches(
 
     dataset = tf.data.Dataset.from_tensor_slices((offsets, lengths))
     dataset = dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return for_whole_run(dataset.prefetch(tf.data.AUTOTUNE))
 
 
 def ordered_batches(arrays, batch_size: int) -> tf.data.Dataset:
