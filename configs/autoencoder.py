@@ -22,10 +22,12 @@ images, mAP@All (ties by database order; the tie-averaged value is reported besi
 FINAL model (no epoch selection on the query set).
 
 The paper's full schedule fits the README's budget, so it is the default. Wall time on the
-project's shared 2-core CPU machine: 3 min 32 s for ``python -m trainers.autoencoder`` (194 s of
-training at ~32k samples/s with XLA and 7 steps per call, TensorFlow's default strategy on one
-device, mAP to TensorBoard every 10 epochs, then the final evaluation; 2026-11-29). Speed moves
-by up to 1.5x between days on this shared machine (docs/BENCHMARKS.md, "Training throughput").
+project's shared 2-core CPU machine: 3 min 18 s for ``python -m trainers.autoencoder`` from a
+fresh clone (187 s of training at 32.0k samples/s with XLA and 7 steps per call, TensorFlow's
+default strategy on one device, mAP to TensorBoard every 10 epochs, then the final evaluation
+in 0.8 s; 2026-11-30, after the end-of-fit stall of up to a minute was removed:
+docs/training.md, "The end of fit"). Speed moves by up to 1.5x between days on this shared
+machine (docs/BENCHMARKS.md, "Training throughput").
 
 Measured over seeds (this config, MNIST, the final model of each run, 2026-11-29; the sweep and
 report commands and every per-seed value: docs/BENCHMARKS.md "Fig. 3(d)",
