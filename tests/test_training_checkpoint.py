@@ -134,6 +134,7 @@ def test_training_data_runs_without_the_autotuning_model():
     assert loop._fit(models, task_data, strategy, {"epochs": 1}, 0, [], False) == [0.5]
     fed = models.train_model.dataset
     assert fed.options().autotune.enabled is False
+    assert fed.options().autotune.initial_parallelism == os.cpu_count()
     assert list(fed.as_numpy_iterator()) == [0, 2, 4, 6, 8]
 
 
