@@ -61,7 +61,7 @@ def _search_threshold(keys: tf.Tensor, k) -> tf.Tensor:
     smallest key (the same count); otherwise ``hi`` becomes that largest key. The range at least
     halves each step, so at most 32 steps, until ``lo == hi``: the largest key with ``k`` keys at
     or above it, the answer, exactly. Snapping to the keys skips the empty parts of the range:
-    on float features about 8-12 steps for 128 rows instead of a bit-by-bit search's 32, inside
+    on float features about 7-12 steps for 128 rows instead of a bit-by-bit search's 32, inside
     one ``tf.while_loop`` (docs/BENCHMARKS.md, "Hash layer overhead").
     """
     low = tf.reduce_min(keys, axis=0)
