@@ -239,8 +239,9 @@ def test_selection_matches_reference(case, selection, jits):
 def _threshold_cases():
     rng = np.random.default_rng(14)
     powers = [2**j for j in range(31)]
-    # Keys spread geometrically over the whole int32 range, both extremes included: the
-    # bisection halves the range at most once per step here, so these need the most steps.
+    # Keys spread geometrically over the whole int32 range, both extremes included: each
+    # bisection step removes little more than half of the range here, so these need the most
+    # steps (more than 20).
     spread = np.array([*powers, *(-p for p in powers), 0, -(2**31), 2**31 - 1], np.int64)
     yield np.stack([spread, spread[::-1], np.sort(spread), rng.permutation(spread)], axis=1)
     yield rng.integers(-(2**31), 2**31, size=(65, 5))  # uniform over all int32 keys

@@ -27,10 +27,11 @@ def _gpus_visible() -> bool:
 def _xla_selection(u: tf.Tensor) -> str:
     """``"auto"`` inside XLA: ``"search"`` on a CPU, ``"top_k"`` on a GPU.
 
-    Measured (docs/BENCHMARKS.md, "Bi-half on a GPU"): the search's 32 dependent passes are
-    cheap on a CPU, where XLA's ``TopK`` sorts, but latency-bound on a GPU, where ``TopK`` is one
-    kernel. The device is the traced tensor's placement when it has one, else the GPU whenever
-    one is visible (TensorFlow's default placement).
+    Measured (docs/BENCHMARKS.md, "Bi-half on a GPU"): the search's dependent passes are cheap
+    on a CPU, where XLA's ``TopK`` sorts, but were latency-bound on a GPU, where ``TopK`` is one
+    kernel (timed with the former 32-pass search; the snapped search's ~10 steps are not yet
+    timed on a GPU). The device is the traced tensor's placement when it has one, else the GPU
+    whenever one is visible (TensorFlow's default placement).
     """
     device = (u.device or "").upper()
     on_gpu = ("GPU:" in device) if device else _gpus_visible()
